@@ -1,0 +1,22 @@
+"""keras_reg: regularization and sparsity for Keras 3.
+
+Penalties that plug into `kernel_regularizer=` like Keras' own and know their
+proximal map; proximal training that makes L1 reach exact zeros; sparsity
+logging and reports.
+"""
+
+__version__ = "0.1.0"
+
+from keras_reg import prox
+from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
+
+__all__ = [
+    "ElasticNet",
+    "GroupLasso",
+    "L1",
+    "L1L2",
+    "L2",
+    "SparseGroupLasso",
+    "__version__",
+    "prox",
+]

@@ -1,0 +1,49 @@
+"""Small shared helpers for the tests (Keras keeps its own private)."""
+
+import numpy as np
+
+import keras_reg
+
+# One instance of every public regularizer, with non-default numbers so that a
+# round trip that falls back on defaults is caught.
+REGULARIZERS = [
+    keras_reg.L1(0.03),
+    keras_reg.L2(0.07),
+    keras_reg.L1L2(l1=0.02, l2=0.05),
+    keras_reg.ElasticNet(alpha=0.04, l1_ratio=0.3),
+    keras_reg.GroupLasso(strength=0.06, axis=0),
+    keras_reg.SparseGroupLasso(strength=0.05, l1_ratio=0.25, axis=0),
+]
+
+
+def reg_id(reg):
+    return type(reg).__name__
+
+
+def groups_along(w, axis):
+    """NumPy reference: the group of each index along `axis`, flattened."""
+    w = np.moveaxis(np.asarray(w, dtype=np.float64), axis, 0)
+    return w.reshape(w.shape[0], -1)
+
+
+def numpy_penalty(reg, w):
+    """The penalties of REFERENCE.md section 1, written independently in NumPy."""
+    w = np.asarray(w, dtype=np.float64)
+    name = type(reg).__name__
+    if name == "L1":
+        return reg.l1 * np.abs(w).sum()
+    if name == "L2":
+        return reg.l2 * (w**2).sum()
+    if name == "L1L2":
+        return reg.l1 * np.abs(w).sum() + reg.l2 * (w**2).sum()
+    if name == "ElasticNet":
+        r = reg.l1_ratio
+        return reg.alpha * (r * np.abs(w).sum() + 0.5 * (1 - r) * (w**2).sum())
+    groups = groups_along(w, reg.axis)
+    group_term = np.sqrt(groups.shape[1]) * np.linalg.norm(groups, axis=1).sum()
+    if name == "GroupLasso":
+        return reg.strength * group_term
+    if name == "SparseGroupLasso":
+        r = reg.l1_ratio
+        return reg.strength * (r * np.abs(w).sum() + (1 - r) * group_term)
+    raise AssertionError(name)
