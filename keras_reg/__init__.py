@@ -8,6 +8,7 @@ logging and reports.
 __version__ = "0.1.0"
 
 from keras_reg import prox
+from keras_reg.optimizers import Proximal
 from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "L1",
     "L1L2",
     "L2",
+    "Proximal",
     "SparseGroupLasso",
     "__version__",
     "prox",

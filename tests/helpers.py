@@ -47,3 +47,37 @@ def numpy_penalty(reg, w):
         r = reg.l1_ratio
         return reg.strength * (r * np.abs(w).sum() + (1 - r) * group_term)
     raise AssertionError(name)
+
+
+def numpy_prox(reg, w, t):
+    """The proximal maps of REFERENCE.md section 1, in NumPy, for a scalar step t."""
+    w = np.asarray(w, dtype=np.float64)
+
+    def st(x, tau):
+        return np.sign(x) * np.maximum(np.abs(x) - tau, 0)
+
+    def group(x, tau):
+        g = np.moveaxis(x, reg.axis, 0)
+        flat = g.reshape(g.shape[0], -1)
+        norms = np.linalg.norm(flat, axis=1, keepdims=True)
+        weight = tau * np.sqrt(flat.shape[1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shrink = np.where(norms > 0, np.maximum(0, 1 - weight / norms), 0)
+        return np.moveaxis((flat * shrink).reshape(g.shape), 0, reg.axis)
+
+    name = type(reg).__name__
+    if name == "L1":
+        return st(w, t * reg.l1)
+    if name == "L2":
+        return w / (1 + 2 * t * reg.l2)
+    if name == "L1L2":
+        return st(w, t * reg.l1) / (1 + 2 * t * reg.l2)
+    if name == "ElasticNet":
+        r = reg.l1_ratio
+        return st(w, t * reg.alpha * r) / (1 + t * reg.alpha * (1 - r))
+    if name == "GroupLasso":
+        return group(w, t * reg.strength)
+    if name == "SparseGroupLasso":
+        r = reg.l1_ratio
+        return group(st(w, t * reg.strength * r), t * reg.strength * (1 - r))
+    raise AssertionError(name)

@@ -1,0 +1,283 @@
+"""`Proximal`: proximal gradient training, so that L1 reaches exact zeros."""
+
+import warnings
+
+import keras
+from keras import ops
+
+from keras_reg import regularizers as _regs
+from keras_reg._autodiff import gradient as _gradient
+from keras_reg._validation import check_config_keys
+
+__all__ = ["Proximal"]
+
+
+def _as_proximal(regularizer):
+    """The regularizer if it has a proximal map, Keras' own L1/L2/L1L2 as ours, else None."""
+    if regularizer is None:
+        return None
+    if callable(getattr(regularizer, "prox", None)):
+        return regularizer
+    # Exact class checks: a subclass of Keras' L1 may compute another penalty.
+    kind = type(regularizer)
+    if kind is keras.regularizers.L1:
+        return _regs.L1(float(regularizer.l1))
+    if kind is keras.regularizers.L2:
+        return _regs.L2(float(regularizer.l2))
+    if kind is keras.regularizers.L1L2:
+        return _regs.L1L2(float(regularizer.l1), float(regularizer.l2))
+    return None
+
+
+# --- the step each optimizer family takes, per coordinate ----------------------------
+#
+# A proximal step must use the step the optimizer took, so that the fixed points of
+# "optimizer update, then prox" are the minimizers of loss + penalty. Near a fixed
+# point the optimizer's update is -P * g for a diagonal P; the rules return P, read
+# from the optimizer's state right after its update. `lr` and `t` are the learning
+# rate and the 1-based step count that the update used.
+
+
+def _slot(opt, name, variable):
+    return getattr(opt, name)[opt._get_variable_index(variable)]
+
+
+def _sgd(opt, variable, lr, t):
+    # Heavy ball and Nesterov both settle at -lr / (1 - momentum) * g.
+    return lr / (1.0 - opt.momentum)
+
+
+def _adam(opt, variable, lr, t):
+    v = _slot(opt, "_velocity_hats" if opt.amsgrad else "_velocities", variable)
+    alpha = lr * ops.sqrt(1.0 - ops.power(opt.beta_2, t)) / (1.0 - ops.power(opt.beta_1, t))
+    return alpha / (ops.sqrt(v) + opt.epsilon)
+
+
+def _adamax(opt, variable, lr, t):
+    return lr / (_slot(opt, "_u", variable) + opt.epsilon)
+
+
+def _nadam(opt, variable, lr, t):
+    v_hat = _slot(opt, "_velocities", variable) / (1.0 - ops.power(opt.beta_2, t))
+    return lr / (ops.sqrt(v_hat) + opt.epsilon)
+
+
+def _rmsprop(opt, variable, lr, t):
+    v = _slot(opt, "_velocities", variable)
+    if opt.centered:
+        v = v - ops.square(_slot(opt, "_average_gradients", variable))
+    return lr / ops.sqrt(v + opt.epsilon) / (1.0 - opt.momentum)
+
+
+def _adagrad(opt, variable, lr, t):
+    return lr / ops.sqrt(_slot(opt, "_accumulators", variable) + opt.epsilon)
+
+
+_STEP_RULES = (
+    (keras.optimizers.SGD, _sgd),
+    (keras.optimizers.Adam, _adam),  # and AdamW, which only adds decoupled decay
+    (keras.optimizers.Adamax, _adamax),
+    (keras.optimizers.Nadam, _nadam),
+    (keras.optimizers.RMSprop, _rmsprop),
+    (keras.optimizers.Adagrad, _adagrad),
+)
+
+
+def _step_rule(optimizer):
+    for family, rule in _STEP_RULES:
+        # A subclass that rewrites update_step may take another step: fall back.
+        if isinstance(optimizer, family) and type(optimizer).update_step is family.update_step:
+            return rule
+    return None
+
+
+def _scalar_lr(opt, variable, lr, t):
+    return lr
+
+
+@keras.saving.register_keras_serializable(package="keras_reg")
+class Proximal(keras.optimizers.Optimizer):
+    """Wraps an optimizer so that penalties are handled by their proximal map.
+
+    For every trainable variable whose regularizer has a proximal map (every
+    keras_reg regularizer, and Keras' own `L1`, `L2`, `L1L2`), the penalty is no
+    longer descended by its (sub)gradient. Instead, after the wrapped
+    optimizer's update, the variable is replaced by `prox(variable, step)`.
+    Weights whose optimal value is zero become exactly zero, which plain
+    gradient descent never achieves. Other variables train as usual. The
+    reported loss still includes the penalty (the objective being minimized):
+    only its gradient is taken out.
+
+    With plain `SGD(learning_rate=lr)` one step is exactly ISTA,
+    `w <- prox(w - lr * grad_loss(w), lr)`, and full-batch training of a linear
+    model converges to the lasso / elastic-net solution.
+
+    The step in the proximal map follows the step the optimizer took, per
+    coordinate, so that the strength means what it means in the penalty:
+
+    - `SGD`: `lr / (1 - momentum)` (`lr` without momentum).
+    - `Adam`, `AdamW`: `alpha_t / (sqrt(v) + epsilon)` with
+      `alpha_t = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)` (`v_hat` with amsgrad).
+    - `Nadam`: `lr / (sqrt(v / (1 - beta_2^t)) + epsilon)`.
+    - `Adamax`: `lr / (u + epsilon)`.
+    - `RMSprop`: `lr / sqrt(v + epsilon) / (1 - momentum)` (`v - mean_grad^2`
+      when centered).
+    - `Adagrad`: `lr / sqrt(accumulator + epsilon)`.
+    - Any other optimizer (Lion, Adadelta, Ftrl, Lamb, Adafactor, Muon, or a
+      subclass that rewrites `update_step`): its current learning rate, with a
+      warning at build time. Zeros still appear, but the strength is then only
+      relative to that optimizer's step size.
+
+    Group penalties take one step per group: the mean of the coordinates' steps.
+
+    Mixed precision: let `compile()` wrap it (`LossScaleOptimizer(Proximal(...))`);
+    wrapping a `LossScaleOptimizer` in `Proximal` is refused. Learning-rate
+    schedules, `clipnorm`/`clipvalue`/`global_clipnorm` (on the wrapped
+    optimizer; they clip the loss gradient without the penalty's) and
+    `gradient_accumulation_steps` (the proximal step happens on update steps
+    only) work. Under `tf.distribute`, the prox happens once per step, on the
+    all-reduced update.
+
+    The penalty's gradient is taken out of the gradient that reaches `apply`,
+    with the backend's autodiff of the same penalty, so it is off for exactly
+    the variables that get the proximal step, whatever the order of compile,
+    build and tracing. A custom training loop must therefore include the
+    penalties (`model.losses`) in its loss, as `Model.compute_loss` does.
+
+    Args:
+        optimizer: a `keras.optimizers.Optimizer` instance or an identifier such
+            as `"sgd"` or `"adam"`.
+        name: optional name. Defaults to `"proximal"`.
+
+    Example:
+
+    >>> model.compile(optimizer=keras_reg.Proximal(keras.optimizers.Adam(1e-3)), loss="mse")
+
+    References:
+        Beck & Teboulle, "A Fast Iterative Shrinkage-Thresholding Algorithm for
+        Linear Inverse Problems", SIAM J. Imaging Sciences 2(1), 2009 (ISTA).
+        Yun, Lozano & Yang, "Adaptive Proximal Gradient Methods for Structured
+        Neural Networks", NeurIPS 2021 (proximal steps in the preconditioner's
+        metric).
+    """
+
+    def __init__(self, optimizer, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(
+                f"Proximal takes only `optimizer` and `name`; set {sorted(kwargs)} on the "
+                f"wrapped optimizer instead. Received: {kwargs}"
+            )
+        if isinstance(optimizer, (str, dict)):
+            try:
+                optimizer = keras.optimizers.get(optimizer)
+            except ValueError as error:
+                raise ValueError(
+                    "The 'optimizer' argument of Proximal must be a keras Optimizer or an "
+                    f"identifier such as 'sgd'. Received: optimizer={optimizer!r} ({error})"
+                ) from None
+        if isinstance(optimizer, Proximal):
+            raise ValueError(
+                "The 'optimizer' argument of Proximal must not itself be a Proximal: one "
+                f"proximal step per update is the whole point. Received: optimizer={optimizer!r}"
+            )
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "The 'optimizer' argument of Proximal must not be a LossScaleOptimizer: wrap "
+                "the other way, LossScaleOptimizer(Proximal(opt)), which compile() does for "
+                f"you under mixed_float16. Received: optimizer={optimizer!r}"
+            )
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise ValueError(
+                "The 'optimizer' argument of Proximal must be a keras Optimizer or an "
+                f"identifier such as 'sgd'. Received: optimizer={optimizer!r} of type "
+                f"{type(optimizer).__name__}"
+            )
+        super().__init__(learning_rate=0.0, name=name or "proximal")
+        self.inner_optimizer = optimizer
+        self._rule = _step_rule(optimizer) or _scalar_lr
+
+    def build(self, var_list):
+        if self._rule is _scalar_lr and any(_as_proximal(v.regularizer) for v in var_list):
+            warnings.warn(
+                f"keras_reg.Proximal cannot read the per-coordinate step of "
+                f"{type(self.inner_optimizer).__name__}; its proximal step is the learning "
+                "rate, so penalty strengths are relative to that optimizer's step size.",
+                stacklevel=2,
+            )
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def apply(self, grads, trainable_variables=None):
+        if trainable_variables is None:
+            trainable_variables = self._trainable_variables
+        else:
+            trainable_variables = list(trainable_variables)
+            if not self.built:
+                with keras.name_scope(self.name, caller=self):
+                    self.build(trainable_variables)
+                self.built = True
+        regs = [_as_proximal(getattr(v, "regularizer", None)) for v in trainable_variables]
+        grads = [
+            grad
+            if grad is None or reg is None
+            else grad - ops.cast(self._penalty_gradient(reg, variable), grad.dtype)
+            for grad, variable, reg in zip(grads, trainable_variables, regs, strict=True)
+        ]
+
+        inner = self.inner_optimizer
+        lr = inner.learning_rate
+        t = inner.iterations + 1
+        steps = inner.gradient_accumulation_steps
+        updates = None if not steps else ops.equal((inner._iterations + 1) % steps, 0)
+        inner.apply(grads, trainable_variables)
+
+        for grad, variable, reg in zip(grads, trainable_variables, regs, strict=True):
+            if grad is None or reg is None:
+                continue
+            dtype = variable.dtype
+            step = self._rule(inner, variable, ops.cast(lr, dtype), ops.cast(t, dtype))
+            if updates is not None:
+                step = step * ops.cast(updates, dtype)
+            variable.assign(ops.cast(reg.prox(variable.value, step), dtype))
+
+    @staticmethod
+    def _penalty_gradient(reg, variable):
+        from keras.src.losses.loss import scale_loss_for_distribution
+
+        # Keras scales each replica's extra losses by 1 / replicas (tf.distribute);
+        # the gradient to take out of this replica's gradient is scaled alike.
+        return scale_loss_for_distribution(_gradient(reg, variable.value))
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        check_config_keys(config, ("name", "optimizer"), "Proximal")
+        config = dict(config)
+        optimizer = keras.saving.deserialize_keras_object(
+            config.pop("optimizer"), custom_objects=custom_objects
+        )
+        return cls(optimizer, **config)
