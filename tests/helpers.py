@@ -81,3 +81,16 @@ def numpy_prox(reg, w, t):
         r = reg.l1_ratio
         return group(st(w, t * reg.strength * r), t * reg.strength * (1 - r))
     raise AssertionError(name)
+
+
+def to_float(value):
+    """A scalar tensor of any backend as a Python float (detached on torch)."""
+    import keras
+
+    return float(keras.ops.convert_to_numpy(value))
+
+
+def to_numpy(value):
+    import keras
+
+    return keras.ops.convert_to_numpy(value)

@@ -10,7 +10,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from helpers import REGULARIZERS, reg_id
+from helpers import REGULARIZERS, reg_id, to_float
 
 import keras_reg
 
@@ -107,7 +107,7 @@ FRESH_PROCESS = textwrap.dedent(
     x = np.load(sys.argv[3])
     out = {
         "pred": np.asarray(model.predict(x, verbose=0)).tolist(),
-        "penalty": float(sum(model.losses)),
+        "penalty": float(keras.ops.convert_to_numpy(sum(model.losses))),
         "regs": [[type(l.kernel_regularizer).__name__, l.kernel_regularizer.get_config()]
                  for l in model.layers if getattr(l, "kernel_regularizer", None)],
     }
@@ -159,7 +159,7 @@ def test_keras_file_in_fresh_process(tmp_path, safe_mode):
     result = load_in_fresh_process(path, tmp_path, safe_mode=safe_mode)
 
     np.testing.assert_allclose(result["pred"], model.predict(X, verbose=0), rtol=1e-6)
-    np.testing.assert_allclose(result["penalty"], float(sum(model.losses)), rtol=1e-6)
+    np.testing.assert_allclose(result["penalty"], to_float(sum(model.losses)), rtol=1e-6)
     expected = [[type(r).__name__, r.get_config()] for r in REGULARIZERS] + [["L1", {"l1": 0.5}]]
     assert result["regs"] == expected
     assert result["trained"]
