@@ -8,8 +8,10 @@ logging and reports.
 __version__ = "0.1.0"
 
 from keras_reg import prox
+from keras_reg.attach import apply_regularizer
 from keras_reg.optimizers import Proximal
 from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
+from keras_reg.strength import StrengthScheduler
 
 __all__ = [
     "ElasticNet",
@@ -19,6 +21,8 @@ __all__ = [
     "L2",
     "Proximal",
     "SparseGroupLasso",
+    "StrengthScheduler",
     "__version__",
+    "apply_regularizer",
     "prox",
 ]

@@ -52,11 +52,43 @@ class _Regularizer(keras.regularizers.Regularizer):
         check_config_keys(config, cls._param_names(), cls.__name__)
         return cls(**config)
 
-    def __call__(self, x):
-        return self.penalty(_penalty_input(x))
+    # The strength scale (StrengthScheduler): None until a scale is first set, so
+    # that a regularizer nobody schedules reads no variable.
+    _scale = None
 
-    def penalty(self, x):  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    @property
+    def scale(self):
+        """The factor on the penalty and its proximal step, 1.0 unless scheduled."""
+        if self._scale is None:
+            return 1.0
+        return float(ops.convert_to_numpy(self._scale))
+
+    def set_scale(self, value):
+        """Multiplies the penalty and the proximal step by `value` from now on.
+
+        The factor lives in a `keras.Variable`, so a train step compiled before
+        the change reads the new value (TensorFlow, PyTorch). It is training
+        state: `get_config()` keeps the base strengths only.
+        """
+        value = check_float(value, "scale", f"{type(self).__name__}.set_scale")
+        if self._scale is None:
+            self._scale = keras.Variable(
+                value, dtype="float32", trainable=False, name="keras_reg_scale"
+            )
+        else:
+            self._scale.assign(value)
+
+    def _scaled(self, value):
+        if self._scale is None:
+            return value
+        return value * ops.cast(self._scale, value.dtype)
+
+    def __call__(self, x):
+        return self._scaled(self.penalty(_penalty_input(x)))
+
+    def penalty(self, x):
+        """The unscaled penalty of a float tensor `x`."""
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
 
     def prox(self, x, step):
         """The proximal map `argmin_y 1/2 ||y - x||^2 + step * R(y)`.
@@ -69,7 +101,9 @@ class _Regularizer(keras.regularizers.Regularizer):
         Returns:
             A tensor of the shape and dtype of `x`.
         """
-        raise NotImplementedError  # pragma: no cover
+        x = ops.convert_to_tensor(x)
+        step = ops.cast(step, x.dtype)
+        return self._prox(x, self._scaled(step))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -103,7 +137,7 @@ class L1(_Regularizer):
     def penalty(self, x):
         return ops.cast(self.l1, x.dtype) * _l1(x)
 
-    def prox(self, x, step):
+    def _prox(self, x, step):
         return _prox.prox_l1(x, step * self.l1)
 
 
@@ -128,7 +162,7 @@ class L2(_Regularizer):
     def penalty(self, x):
         return ops.cast(self.l2, x.dtype) * _sq(x)
 
-    def prox(self, x, step):
+    def _prox(self, x, step):
         return _prox.prox_ridge(x, 2.0 * step * self.l2)
 
 
@@ -160,7 +194,7 @@ class L1L2(_Regularizer):
             total = total + ops.cast(self.l2, x.dtype) * _sq(x)
         return total
 
-    def prox(self, x, step):
+    def _prox(self, x, step):
         return _prox.prox_elastic_net(x, step * self.l1, 2.0 * step * self.l2)
 
 
@@ -202,7 +236,7 @@ class ElasticNet(_Regularizer):
             total = total + ops.cast(0.5 * self.alpha * (1.0 - self.l1_ratio), x.dtype) * _sq(x)
         return total
 
-    def prox(self, x, step):
+    def _prox(self, x, step):
         return _prox.prox_elastic_net(
             x, step * self.alpha * self.l1_ratio, step * self.alpha * (1.0 - self.l1_ratio)
         )
@@ -279,7 +313,7 @@ class GroupLasso(_GroupRegularizer):
     def penalty(self, x):
         return ops.cast(self.strength, x.dtype) * self._weighted_group_norms(x)
 
-    def prox(self, x, step):
+    def _prox(self, x, step):
         x = ops.convert_to_tensor(x)
         weight = self.strength * self._sqrt_group_size(x)
         return _prox.prox_group_lasso(x, self._group_step(x, step) * weight, self.axis)
@@ -321,7 +355,7 @@ class SparseGroupLasso(_GroupRegularizer):
         group = ops.cast(self.strength * (1.0 - self.l1_ratio), x.dtype)
         return l1 + group * self._weighted_group_norms(x)
 
-    def prox(self, x, step):
+    def _prox(self, x, step):
         x = ops.convert_to_tensor(x)
         group_weight = self.strength * (1.0 - self.l1_ratio) * self._sqrt_group_size(x)
         return _prox.prox_sparse_group_lasso(

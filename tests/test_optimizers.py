@@ -8,13 +8,13 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from helpers import REGULARIZERS, numpy_penalty, numpy_prox, reg_id
 from sklearn.datasets import load_diabetes, make_classification, make_regression
 from sklearn.linear_model import ElasticNet as SkElasticNet
 from sklearn.linear_model import Lasso, MultiTaskLasso
 from sklearn.preprocessing import StandardScaler
 
 import keras_reg
+from helpers import REGULARIZERS, numpy_penalty, numpy_prox, reg_id
 
 RNG = np.random.default_rng(0)
 # The PyTorch backend runs one step per call.

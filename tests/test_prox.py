@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from helpers import REGULARIZERS, groups_along, numpy_penalty, reg_id
 
+from helpers import REGULARIZERS, groups_along, numpy_penalty, reg_id
 from keras_reg import prox
 
 RNG = np.random.default_rng(0)

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
-from helpers import REGULARIZERS, numpy_penalty, reg_id, to_float, to_numpy
 
 import keras_reg
+from helpers import REGULARIZERS, numpy_penalty, reg_id, to_float, to_numpy
 
 RNG = np.random.default_rng(0)
 

@@ -10,9 +10,9 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from helpers import REGULARIZERS, reg_id, to_float
 
 import keras_reg
+from helpers import REGULARIZERS, reg_id, to_float
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(16, 6)).astype("float32")

@@ -1,0 +1,140 @@
+"""`StrengthScheduler`: change penalty strengths during `fit`, without recompiling."""
+
+import math
+import numbers
+
+import keras
+import numpy as np
+
+from keras_reg.regularizers import _Regularizer
+
+__all__ = ["StrengthScheduler"]
+
+
+def model_regularizers(model):
+    """The distinct keras_reg regularizers of a model: weights' and activity ones."""
+    found, seen = [], set()
+    layers = model._flatten_layers(include_self=True)
+    candidates = [v.regularizer for v in model.weights if getattr(v, "regularizer", None)]
+    candidates += [layer.activity_regularizer for layer in layers]
+    for reg in candidates:
+        if isinstance(reg, _Regularizer) and id(reg) not in seen:
+            seen.add(id(reg))
+            found.append(reg)
+    return found
+
+
+class StrengthScheduler(keras.callbacks.Callback):
+    """Sets the scale of keras_reg penalties at the start of each epoch.
+
+    Every keras_reg regularizer multiplies its penalty (and its proximal step,
+    under `keras_reg.Proximal`) by a scale, 1.0 by default. At each epoch's
+    start this callback sets it to `schedule(epoch, scale)`, the signature of
+    Keras' `LearningRateScheduler`, and it writes the scale in effect into
+    `logs["strength_scale"]` at the epoch's end.
+
+    The scale is a `keras.Variable` read inside the train step, so on
+    TensorFlow and PyTorch the change takes effect in the train step already
+    compiled, without a retrace. JAX compiles variables that are not model
+    state as constants: there the callback rebuilds the train function when the
+    scale changes (one trace per distinct scale value).
+
+    The scale is training state, not configuration: a model saved mid-schedule
+    keeps the base strengths in its config (`L1(0.01).get_config() == {"l1":
+    0.01}`) and reloads with scale 1.0; run the scheduler again to resume.
+
+    Args:
+        schedule: a function `(epoch, scale) -> new scale`; epoch counts from 0.
+            It must return a non-negative finite number, or training stops with
+            a `ValueError` naming the epoch and the value.
+        regularizers: the keras_reg regularizer instances to scale. Defaults to
+            every keras_reg regularizer of the model (kernel, bias, activity).
+        verbose: 1 prints the scale at each change.
+
+    Example:
+
+    >>> warm_up = keras_reg.StrengthScheduler(lambda epoch, scale: min(1.0, epoch / 10))
+    >>> model.fit(x, y, epochs=20, callbacks=[warm_up])
+    """
+
+    def __init__(self, schedule, regularizers=None, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise ValueError(
+                "The 'schedule' argument of StrengthScheduler must be a callable "
+                f"(epoch, scale) -> scale. Received: schedule={schedule!r}"
+            )
+        if regularizers is not None:
+            regularizers = list(regularizers)
+            for reg in regularizers:
+                if not isinstance(reg, _Regularizer):
+                    raise ValueError(
+                        "The 'regularizers' argument of StrengthScheduler must hold keras_reg "
+                        f"regularizers. Received: {reg!r} of type {type(reg).__name__}"
+                    )
+        self.schedule = schedule
+        self.regularizers = regularizers
+        self.verbose = verbose
+        self._targets = []
+        self._original_train_step = None
+
+    def on_train_begin(self, logs=None):
+        targets = self.regularizers
+        if targets is None:
+            targets = model_regularizers(self.model)
+        if not targets:
+            raise ValueError(
+                "StrengthScheduler found no keras_reg regularizer in the model "
+                f"{self.model.name!r}: nothing to schedule."
+            )
+        created = [reg for reg in targets if reg._scale is None]
+        for reg in created:
+            reg.set_scale(1.0)
+        if created:
+            # A train step traced before the scale existed does not read it.
+            self.model.make_train_function(force=True)
+        self._targets = targets
+
+    def on_epoch_begin(self, epoch, logs=None):
+        current = self._targets[0].scale
+        value = self.schedule(epoch, current)
+        is_number = isinstance(value, (numbers.Real, np.integer, np.floating))
+        if (
+            isinstance(value, (bool, np.bool_))
+            or not is_number
+            or not math.isfinite(value)
+            or (value < 0)
+        ):
+            raise ValueError(
+                f"The schedule of StrengthScheduler must return a non-negative finite float. "
+                f"Received: {value!r} at epoch {epoch}"
+            )
+        value = float(value)
+        if value == current:
+            return
+        for reg in self._targets:
+            reg.set_scale(value)
+        if keras.backend.backend() == "jax":
+            self._retrace_for_jax()
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: StrengthScheduler setting the penalty scale to {value}.")
+
+    def _retrace_for_jax(self):
+        # jax.jit caches traces by function: the same train_step would reuse the trace
+        # that baked the old scale in. A fresh wrapper gets a fresh trace.
+        model = self.model
+        if self._original_train_step is None:
+            self._original_train_step = model.train_step
+        original = self._original_train_step
+        model.train_step = lambda *args, **kwargs: original(*args, **kwargs)
+        model.make_train_function(force=True)
+
+    def on_train_end(self, logs=None):
+        if self._original_train_step is not None:
+            self.model.train_step = self._original_train_step
+            self._original_train_step = None
+            self.model.make_train_function(force=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._targets:
+            logs["strength_scale"] = self._targets[0].scale
