@@ -1,22 +1,56 @@
-# The front door. Every target creates or reuses .venv and installs from setup.cfg.
+# The front door. Every target creates or reuses its virtualenv and installs from setup.cfg.
+#   make test   the suite on TensorFlow (.venv), then the backend-sensitive tests on
+#               JAX (.venv-jax) and PyTorch (.venv-torch)
+#   make demo   the main example on bundled data (.venv)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= tensorflow-cpu,dev
 STAMP := $(VENV)/.keras_reg-installed
+JAX_VENV ?= .venv-jax
+TORCH_VENV ?= .venv-torch
+# A CPU wheel of this version is on the project's machines; newer ones are CUDA builds (GBs).
+TORCH_VERSION ?= 2.13.0
+PIP_QUIET ?= --quiet
+
+# Tests whose code paths differ by backend: penalties in layers and under mixed precision,
+# autodiff in Proximal, variables read in compiled steps, the callbacks, the round trips.
+BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
+	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
+	tests/test_regularizers.py
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test demo lint format bench clean
+.PHONY: test test-tf test-jax test-torch demo lint format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
-	touch $(STAMP)
+	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
+	$(PY) -m pip install $(PIP_QUIET) -e ".[tensorflow-cpu,dev]"
+	touch $@
 
-test: $(STAMP)
-	$(PY) -m pytest
+$(JAX_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
+	test -x $(JAX_VENV)/bin/python || $(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(JAX_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[jax,dev]"
+	touch $@
+
+$(TORCH_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
+	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) "torch==$(TORCH_VERSION)"
+	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[dev]"
+	touch $@
+
+test: test-tf test-jax test-torch
+
+test-tf: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest
+
+test-jax: $(JAX_VENV)/.keras_reg-installed
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
+
+test-torch: $(TORCH_VENV)/.keras_reg-installed
+	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
 
 demo: $(STAMP)
 	$(PY) examples/feature_selection.py
@@ -33,4 +67,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo_output bench_output
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) build dist *.egg-info demo_output bench_output
