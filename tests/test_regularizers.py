@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_reg
-from helpers import REGULARIZERS, numpy_penalty, reg_id, to_float, to_numpy
+from helpers import REGULARIZERS, numpy_penalty, numpy_prox, reg_id, to_float, to_numpy
 
 RNG = np.random.default_rng(0)
 
@@ -203,3 +203,24 @@ def test_numbers_accepted_as_plain_floats(value):
 
 def test_repr_shows_the_arguments():
     assert repr(keras_reg.ElasticNet(0.1, 0.2)) == "ElasticNet(alpha=0.1, l1_ratio=0.2)"
+
+
+@pytest.mark.parametrize("cls", [keras_reg.GroupLasso, keras_reg.SparseGroupLasso])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((6, 5), 0), ((6, 5), -1), ((3, 3, 4, 8), -1), ((3, 3, 4, 8), 2), ((3, 3, 4, 8), 0)],
+)
+def test_group_penalties_on_dense_and_conv_kernels(cls, shape, axis):
+    reg = cls(strength=0.07, axis=axis)
+    w = RNG.normal(size=shape).astype("float32")
+    np.testing.assert_allclose(to_float(reg(w)), numpy_penalty(reg, w), rtol=1e-5)
+    step = 0.9
+    np.testing.assert_allclose(to_numpy(reg.prox(w, step)), numpy_prox(reg, w, step), atol=1e-6)
+
+
+def test_group_prox_zeroes_whole_filters_of_a_conv_kernel():
+    w = RNG.normal(size=(3, 3, 4, 8)).astype("float32")
+    w[..., :3] *= 0.01  # three weak filters
+    y = to_numpy(keras_reg.GroupLasso(0.05, axis=-1).prox(w, 1.0))
+    removed = np.all(y == 0, axis=(0, 1, 2))
+    np.testing.assert_array_equal(removed, [True] * 3 + [False] * 5)
