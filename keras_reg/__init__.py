@@ -9,8 +9,10 @@ __version__ = "0.1.0"
 
 from keras_reg import prox
 from keras_reg.attach import apply_regularizer
+from keras_reg.callbacks import SparsityLogger
 from keras_reg.optimizers import Proximal
 from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
+from keras_reg.report import SparsityReport, SparsityRow, sparsity_report
 from keras_reg.strength import StrengthScheduler
 
 __all__ = [
@@ -22,7 +24,11 @@ __all__ = [
     "Proximal",
     "SparseGroupLasso",
     "StrengthScheduler",
+    "SparsityLogger",
+    "SparsityReport",
+    "SparsityRow",
     "__version__",
     "apply_regularizer",
     "prox",
+    "sparsity_report",
 ]
