@@ -24,16 +24,6 @@ _BLOCK = 2**20
 Counts = collections.namedtuple("Counts", ["zeros", "zero_rows", "zero_cols"])
 
 
-def check_bool(value, name, owner):
-    """Returns `value` if it is a bool, or raises a `ValueError` naming it."""
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"The '{name}' argument of {owner} must be a bool (True or False). "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
 def check_track(track, owner):
     """Returns `track` as given (a tuple for a list of paths), or raises `ValueError`."""
     if isinstance(track, str) and track in TRACK_OPTIONS:

@@ -39,6 +39,13 @@ def check_int(value, name, owner):
     return int(value)
 
 
+def check_bool(value, name, owner):
+    """Returns `value` if it is a bool, or raises a `ValueError` naming it."""
+    if not isinstance(value, bool):
+        _fail(name, owner, "a bool (True or False)", value)
+    return value
+
+
 def check_config_keys(config, allowed, owner):
     """Refuses a config holding keys that `owner.__init__` does not take."""
     if not isinstance(config, dict):

@@ -5,7 +5,7 @@ import importlib.util
 import keras
 
 from keras_reg import _sparsity
-from keras_reg._validation import check_float
+from keras_reg._validation import check_bool, check_float
 from keras_reg.report import build_report
 
 __all__ = ["SparsityLogger"]
@@ -77,7 +77,7 @@ class SparsityLogger(keras.callbacks.Callback):
     def __init__(self, threshold=0.0, per_weight=False, track="kernels", log_dir=None):
         super().__init__()
         self.threshold = check_float(threshold, "threshold", "SparsityLogger")
-        self.per_weight = _sparsity.check_bool(per_weight, "per_weight", "SparsityLogger")
+        self.per_weight = check_bool(per_weight, "per_weight", "SparsityLogger")
         self.track = _sparsity.check_track(track, "SparsityLogger")
         self.log_dir = _sparsity.check_log_dir(log_dir, "SparsityLogger")
         if self.log_dir is not None and importlib.util.find_spec("tensorflow") is None:
