@@ -35,7 +35,9 @@ def fit_keras(x, y, regularizer, optimizer, steps):
         [keras.Input((x.shape[1],)), keras.layers.Dense(1, kernel_regularizer=regularizer)]
     )
     per_epoch = 100  # 100 identical full batches an epoch: fewer Python round trips
-    model.compile(optimizer, "mse", steps_per_execution=per_epoch)
+    # PyTorch runs one step per call.
+    spe = 1 if keras.backend.backend() == "torch" else per_epoch
+    model.compile(optimizer, "mse", steps_per_execution=spe)
     model.fit(
         np.tile(x, (per_epoch, 1)),
         np.tile(y, per_epoch),

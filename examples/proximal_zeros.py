@@ -63,8 +63,8 @@ def main(quick=False):
     names = list(OPTIMIZERS)[:2] if quick else list(OPTIMIZERS)
     print(f"L1(0.03) on a 40x16 kernel, {epochs} epochs, 35 of 40 features are noise\n")
     print(
-        f"| optimizer | zeros, plain | zeros, Proximal | features removed, Proximal "
-        f"| val. acc. plain | val. acc. Proximal |\n|---|---|---|---|---|---|"
+        "| optimizer | zeros, plain | zeros, Proximal | features removed, Proximal "
+        "| val. acc. plain | val. acc. Proximal |\n|---|---|---|---|---|---|"
     )
     rows = {}
     for name in names:

@@ -48,9 +48,10 @@ def _sgd(opt, variable, lr, t):
 
 
 def _adam(opt, variable, lr, t):
+    # Keras' update is lr * sqrt(1 - beta_2^t) * m_hat / (sqrt(v) + epsilon), m_hat the
+    # bias-corrected mean gradient: the step on the gradient is the factor before m_hat.
     v = _slot(opt, "_velocity_hats" if opt.amsgrad else "_velocities", variable)
-    alpha = lr * ops.sqrt(1.0 - ops.power(opt.beta_2, t)) / (1.0 - ops.power(opt.beta_1, t))
-    return alpha / (ops.sqrt(v) + opt.epsilon)
+    return lr * ops.sqrt(1.0 - ops.power(opt.beta_2, t)) / (ops.sqrt(v) + opt.epsilon)
 
 
 def _adamax(opt, variable, lr, t):
@@ -116,8 +117,8 @@ class Proximal(keras.optimizers.Optimizer):
     coordinate, so that the strength means what it means in the penalty:
 
     - `SGD`: `lr / (1 - momentum)` (`lr` without momentum).
-    - `Adam`, `AdamW`: `alpha_t / (sqrt(v) + epsilon)` with
-      `alpha_t = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)` (`v_hat` with amsgrad).
+    - `Adam`, `AdamW`: `lr * sqrt(1 - beta_2^t) / (sqrt(v) + epsilon)`, the factor
+      on the bias-corrected mean gradient in Keras' update (`v_hat` with amsgrad).
     - `Nadam`: `lr / (sqrt(v / (1 - beta_2^t)) + epsilon)`.
     - `Adamax`: `lr / (u + epsilon)`.
     - `RMSprop`: `lr / sqrt(v + epsilon) / (1 - momentum)` (`v - mean_grad^2`
@@ -128,7 +129,10 @@ class Proximal(keras.optimizers.Optimizer):
       warning at build time. Zeros still appear, but the strength is then only
       relative to that optimizer's step size.
 
-    Group penalties take one step per group: the mean of the coordinates' steps.
+    Group penalties take one step per group: the harmonic mean of the
+    coordinates' steps (for Adam, the step of the group's mean `sqrt(v)`), so
+    that a coordinate without gradient, whose step is about `lr / epsilon`,
+    cannot blow up its group's step.
 
     Mixed precision: let `compile()` wrap it (`LossScaleOptimizer(Proximal(...))`);
     wrapping a `LossScaleOptimizer` in `Proximal` is refused. Learning-rate
@@ -210,6 +214,22 @@ class Proximal(keras.optimizers.Optimizer):
     @property
     def variables(self):
         return self._variables + self.inner_optimizer.variables
+
+    # `variables` lists the inner optimizer's state too (JAX's stateless_apply maps
+    # them), but Keras saves the inner optimizer as a child object already: save
+    # only this wrapper's own variables, or the state is stored twice.
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self._variables):
+            store[str(i)] = variable.numpy()
+
+    def load_own_variables(self, store):
+        if len(store.keys()) != len(self._variables):
+            raise ValueError(
+                f"Proximal expected {len(self._variables)} variables of its own in the saved "
+                f"file, found {len(store.keys())}: the file was not saved by this version."
+            )
+        for i, variable in enumerate(self._variables):
+            variable.assign(store[str(i)])
 
     @property
     def learning_rate(self):

@@ -263,14 +263,21 @@ class _GroupRegularizer(_Regularizer):
         return self._sqrt_group_size(x) * ops.sum(norms)
 
     def _group_step(self, x, step):
-        """One step per group: a per-coordinate step is averaged over the group."""
+        """One step per group: the harmonic mean of a per-coordinate step.
+
+        The group map has no closed form for unequal steps. The harmonic mean
+        is robust to the huge steps of coordinates without gradient (about
+        `lr / epsilon` under Adam), which an arithmetic mean would let zero the
+        whole group; for Adam it is the step of the group's mean `sqrt(v)`.
+        """
         step = ops.convert_to_tensor(step)
         if len(step.shape) == 0:
             return step
         x = ops.convert_to_tensor(x)
         step = ops.broadcast_to(ops.cast(step, x.dtype), x.shape)
         other = tuple(a for a in range(len(x.shape)) if a != self.axis % len(x.shape))
-        return ops.mean(step, axis=other, keepdims=True)
+        tiny = ops.cast(1e-30, x.dtype)
+        return 1.0 / ops.mean(1.0 / ops.maximum(step, tiny), axis=other, keepdims=True)
 
 
 @keras.saving.register_keras_serializable(package="keras_reg")
@@ -284,8 +291,9 @@ class GroupLasso(_GroupRegularizer):
     kernel. Its proximal map, block soft-thresholding, zeroes whole groups:
     `w_g * max(0, 1 - step * strength * sqrt(p_g) / ||w_g||_2)`.
 
-    A per-coordinate step (adaptive optimizers) is averaged within each group,
-    since the group map has no closed form for unequal steps.
+    A per-coordinate step (adaptive optimizers) becomes one step per group, the
+    harmonic mean of its coordinates' steps, since the group map has no closed
+    form for unequal steps.
 
     Args:
         strength: non-negative float. Defaults to `0.01`.

@@ -14,7 +14,7 @@ from sklearn.linear_model import Lasso, MultiTaskLasso
 from sklearn.preprocessing import StandardScaler
 
 import keras_reg
-from helpers import REGULARIZERS, numpy_penalty, numpy_prox, reg_id
+from helpers import REGULARIZERS, numpy_penalty, numpy_prox, reg_id, to_numpy
 
 RNG = np.random.default_rng(0)
 # The PyTorch backend runs one step per call.
@@ -419,3 +419,59 @@ def test_loss_scale_optimizer_inside_is_refused():
 def test_extra_arguments_are_refused():
     with pytest.raises(ValueError, match="set \\['clipnorm'\\] on the wrapped optimizer"):
         keras_reg.Proximal("sgd", clipnorm=1.0)
+
+
+def test_first_adam_step_threshold_is_adams_own_step():
+    """Step 1: Adam moves by lr*m_hat/(sqrt(v_hat)+eps); the threshold is lr/(sqrt(v_hat)+eps)*l1."""
+    x = RNG.normal(size=(32, 5)).astype("float32")
+    y = RNG.normal(size=(32, 1)).astype("float32")
+    reg, lr, eps = keras_reg.L1(0.05), 0.01, 1e-7
+    model = linear(5, 1, reg)
+    model.compile(keras_reg.Proximal(keras.optimizers.Adam(lr, epsilon=eps)), "mse")
+    w, b = (to_numpy(v).astype(np.float64) for v in model.layers[0].weights)
+    g, _ = mse_gradient(x, y, w, b)
+    model.train_on_batch(x, y)
+    # Keras' Adam at t=1: m = 0.1 g, v = 0.001 g^2, update lr*sqrt(0.001)/0.1 * m/(sqrt(v)+eps).
+    m, v = 0.1 * g, 0.001 * g**2
+    moved = w - lr * np.sqrt(0.001) / 0.1 * m / (np.sqrt(v) + eps)
+    step = lr * np.sqrt(0.001) / (np.sqrt(v) + eps)
+    expected = np.sign(moved) * np.maximum(np.abs(moved) - step * 0.05, 0)
+    np.testing.assert_allclose(to_numpy(model.layers[0].kernel), expected, atol=1e-6)
+
+
+def test_group_lasso_with_adam_survives_a_dead_input():
+    """A coordinate without gradient has an Adam step of ~lr/epsilon; it must not wipe its group."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 5)).astype("float32")
+    x[:, 4] = 0.0  # a dead input: its kernel row never gets a gradient
+    y = (x[:, :4] @ rng.normal(size=(4, 3))).astype("float32")
+    losses = {}
+    for strength in (0.0, 1e-4):
+        keras.utils.set_random_seed(0)
+        model = linear(5, 3, keras_reg.GroupLasso(strength, axis=-1))
+        model.compile(keras_reg.Proximal(keras.optimizers.Adam(1e-2)), "mse")
+        model.fit(x, y, batch_size=32, epochs=10, verbose=0)
+        losses[strength] = model.evaluate(x, y, verbose=0)
+    columns = np.linalg.norm(to_numpy(model.layers[0].kernel), axis=0)
+    assert np.all(columns > 0.5), columns  # with the arithmetic mean: all exactly 0
+    assert losses[1e-4] < 1.05 * losses[0.0], losses
+
+
+def test_saved_file_stores_the_inner_optimizer_state_once(tmp_path):
+    import h5py
+
+    sizes = {}
+    for name, optimizer in [
+        ("plain", keras.optimizers.Adam()),
+        ("prox", keras_reg.Proximal(keras.optimizers.Adam())),
+    ]:
+        model = linear(200, 100, keras_reg.L1(0.01))
+        model.compile(optimizer, "mse")
+        model.train_on_batch(np.ones((4, 200), "float32"), np.ones((4, 100), "float32"))
+        model.save_weights(tmp_path / f"{name}.weights.h5")
+        with h5py.File(tmp_path / f"{name}.weights.h5", "r") as f:
+            arrays = []
+            f.visititems(lambda key, item: arrays.append(key) if hasattr(item, "shape") else None)
+            sizes[name] = sum(np.prod(f[key].shape) for key in arrays)
+    # Proximal adds its own (unused) iteration counter and nothing else.
+    assert sizes["prox"] - sizes["plain"] <= 2, sizes
