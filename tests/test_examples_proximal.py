@@ -1,6 +1,7 @@
 """The Proximal examples run, in quick mode, and show what the README says."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def load(name):
+    sys.path.insert(0, str(EXAMPLES))  # the examples import their `_common` module
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -28,3 +30,11 @@ def test_proximal_zeros_quick():
     for name, (plain, prox) in rows.items():
         assert plain[0] < 0.05 < 0.4 < prox[0], name
         assert np.isfinite(prox[2]) and prox[2] > 0.8, name
+
+
+def test_schedule_quick():
+    fixed, warmed = load("schedule").main(quick=True)
+    expected = [min(1.0, epoch / 5) for epoch in range(10)]
+    np.testing.assert_allclose(warmed["strength_scale"], expected, rtol=1e-6)  # float32 scale
+    assert warmed["sparsity"][0] == 0.0 < fixed["sparsity"][0]  # scale 0: no zeros yet
+    assert warmed["sparsity"][-1] > 0.5 and fixed["sparsity"][-1] > 0.5
