@@ -422,7 +422,7 @@ def test_extra_arguments_are_refused():
 
 
 def test_first_adam_step_threshold_is_adams_own_step():
-    """Step 1: Adam moves by lr*m_hat/(sqrt(v_hat)+eps); the threshold is lr/(sqrt(v_hat)+eps)*l1."""
+    """At step 1 the threshold is Adam's factor on m_hat times l1, not lr * l1."""
     x = RNG.normal(size=(32, 5)).astype("float32")
     y = RNG.normal(size=(32, 1)).astype("float32")
     reg, lr, eps = keras_reg.L1(0.05), 0.01, 1e-7
@@ -457,9 +457,16 @@ def test_group_lasso_with_adam_survives_a_dead_input():
     assert losses[1e-4] < 1.05 * losses[0.0], losses
 
 
-def test_saved_file_stores_the_inner_optimizer_state_once(tmp_path):
+def stored_elements(path):
     import h5py
 
+    shapes = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda key, item: shapes.append(getattr(item, "shape", None)))
+    return sum(int(np.prod(shape)) for shape in shapes if shape is not None)
+
+
+def test_saved_file_stores_the_inner_optimizer_state_once(tmp_path):
     sizes = {}
     for name, optimizer in [
         ("plain", keras.optimizers.Adam()),
@@ -469,9 +476,6 @@ def test_saved_file_stores_the_inner_optimizer_state_once(tmp_path):
         model.compile(optimizer, "mse")
         model.train_on_batch(np.ones((4, 200), "float32"), np.ones((4, 100), "float32"))
         model.save_weights(tmp_path / f"{name}.weights.h5")
-        with h5py.File(tmp_path / f"{name}.weights.h5", "r") as f:
-            arrays = []
-            f.visititems(lambda key, item: arrays.append(key) if hasattr(item, "shape") else None)
-            sizes[name] = sum(np.prod(f[key].shape) for key in arrays)
+        sizes[name] = stored_elements(tmp_path / f"{name}.weights.h5")
     # Proximal adds its own (unused) iteration counter and nothing else.
     assert sizes["prox"] - sizes["plain"] <= 2, sizes
