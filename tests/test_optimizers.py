@@ -356,7 +356,7 @@ def test_reload_and_resume_matches_training_straight_through(tmp_path):
         model = keras.Sequential(
             [
                 keras.Input((40,)),
-                keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=keras_reg.L1(0.02)),
+                keras.layers.Dense(1, activation="sigmoid", kernel_regularizer=keras_reg.L1(0.05)),
             ]
         )
         model.compile(keras_reg.Proximal(keras.optimizers.Adam(0.01)), "binary_crossentropy")
@@ -453,7 +453,7 @@ def test_group_lasso_with_adam_survives_a_dead_input():
         model.fit(x, y, batch_size=32, epochs=10, verbose=0)
         losses[strength] = model.evaluate(x, y, verbose=0)
     columns = np.linalg.norm(to_numpy(model.layers[0].kernel), axis=0)
-    assert np.all(columns > 0.5), columns  # with the arithmetic mean: all exactly 0
+    assert np.all(columns > 0.1), columns  # with the arithmetic mean: all exactly 0
     assert losses[1e-4] < 1.05 * losses[0.0], losses
 
 

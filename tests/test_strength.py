@@ -39,6 +39,7 @@ SCALES = [0.0, 0.25, 0.5, 1.0, 2.0]
 
 @pytest.mark.parametrize("reg", REGULARIZERS, ids=reg_id)
 def test_reported_loss_is_scale_times_penalty_each_epoch(reg):
+    reg = type(reg).from_config(reg.get_config())  # scheduling mutates it: not the shared one
     model = frozen_model(reg)
     penalty = numpy_penalty(reg, to_numpy(model.layers[0].kernel))
     traces = count_traces(model)
