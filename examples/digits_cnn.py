@@ -30,25 +30,21 @@ EPOCHS, QUICK_EPOCHS = 20, 4
 
 
 def build_model(regularizer):
+    convs = [
+        keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_regularizer=regularizer(),
+            name=name,
+        )
+        for filters, name in ((16, "conv1"), (32, "conv2"))
+    ]
     return keras.Sequential(
         [
             keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(
-                16,
-                3,
-                padding="same",
-                activation="relu",
-                kernel_regularizer=regularizer(),
-                name="conv1",
-            ),
-            keras.layers.Conv2D(
-                32,
-                3,
-                padding="same",
-                activation="relu",
-                kernel_regularizer=regularizer(),
-                name="conv2",
-            ),
+            *convs,
             keras.layers.MaxPooling2D(),
             keras.layers.Flatten(),
             keras.layers.Dense(10, activation="softmax"),

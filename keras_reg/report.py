@@ -7,6 +7,7 @@ of a Conv kernel), the layout of Distiller's sparsity table.
 """
 
 import dataclasses
+import math
 
 from keras_reg import _sparsity
 from keras_reg._validation import check_float
@@ -133,9 +134,7 @@ def build_report(paths, values, threshold, counter=None):
         paths, values, _sparsity.count_zeros(values, threshold, counter), strict=True
     ):
         shape = tuple(int(d) for d in value.shape)
-        size = 1
-        for d in shape:
-            size *= d
+        size = math.prod(shape)
         rank2 = c.zero_rows is not None
         rows.append(
             SparsityRow(

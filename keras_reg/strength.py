@@ -1,11 +1,8 @@
 """`StrengthScheduler`: change penalty strengths during `fit`, without recompiling."""
 
-import math
-import numbers
-
 import keras
-import numpy as np
 
+from keras_reg._validation import check_float
 from keras_reg.regularizers import _Regularizer
 
 __all__ = ["StrengthScheduler"]
@@ -98,18 +95,13 @@ class StrengthScheduler(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         current = self._targets[0].scale
         value = self.schedule(epoch, current)
-        is_number = isinstance(value, (numbers.Real, np.integer, np.floating))
-        if (
-            isinstance(value, (bool, np.bool_))
-            or not is_number
-            or not math.isfinite(value)
-            or (value < 0)
-        ):
+        try:
+            value = check_float(value, "scale", "StrengthScheduler")
+        except ValueError:
             raise ValueError(
                 f"The schedule of StrengthScheduler must return a non-negative finite float. "
                 f"Received: {value!r} at epoch {epoch}"
-            )
-        value = float(value)
+            ) from None
         if value == current:
             return
         for reg in self._targets:
