@@ -75,7 +75,7 @@ def train(strength, data, epochs):
                 "layer": layer.name,
                 "filters": kernel.shape[-1],
                 "removed": removed,
-                "logged": logger.zero_groups[layer.kernel.path][-1],
+                "logged": logger.zero_units[layer.kernel.path][-1],
                 "weights": kernel.size,
                 "nonzero": int(np.count_nonzero(kernel)),
             }
@@ -85,7 +85,7 @@ def train(strength, data, epochs):
         "val_accuracy": float(model.evaluate(x_val, y_val, verbose=0)[1]),
         "layers": layers,
         "filters_removed_per_epoch": [
-            sum(logger.zero_groups[c.kernel.path][e] for c in convs) for e in range(epochs)
+            sum(logger.zero_units[c.kernel.path][e] for c in convs) for e in range(epochs)
         ],
     }
 

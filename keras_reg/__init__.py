@@ -3,32 +3,121 @@
 Penalties that plug into `kernel_regularizer=` like Keras' own and know their
 proximal map; proximal training that makes L1 reach exact zeros; sparsity
 logging and reports.
+
+The public names are imported on first use (PEP 562), so that `keras-reg
+--help` and `keras-reg report` start without importing Keras or a backend.
+Saving still works as documented: "import keras_reg before loading". The
+classes are registered with Keras' serialization as soon as Keras is loaded,
+whether it was imported before keras_reg or after it.
 """
+
+import importlib
+import importlib.abc
+import importlib.util
+import os
+import sys
 
 __version__ = "0.1.0"
 
-from keras_reg import prox
-from keras_reg.attach import apply_regularizer
-from keras_reg.callbacks import SparsityLogger
-from keras_reg.optimizers import Proximal
-from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
-from keras_reg.report import SparsityReport, SparsityRow, sparsity_report
-from keras_reg.strength import StrengthScheduler
+# Public name -> the module that defines it ("" for a submodule of that name).
+_EXPORTS = {
+    "ElasticNet": "regularizers",
+    "GroupLasso": "regularizers",
+    "L1": "regularizers",
+    "L1L2": "regularizers",
+    "L2": "regularizers",
+    "Proximal": "optimizers",
+    "SparseGroupLasso": "regularizers",
+    "SparsityLogger": "callbacks",
+    "SparsityReport": "report",
+    "SparsityRow": "report",
+    "StrengthScheduler": "strength",
+    "apply_regularizer": "attach",
+    "prox": "",
+    "sparsity_report": "report",
+}
 
-__all__ = [
-    "ElasticNet",
-    "GroupLasso",
-    "L1",
-    "L1L2",
-    "L2",
-    "Proximal",
-    "SparseGroupLasso",
-    "StrengthScheduler",
-    "SparsityLogger",
-    "SparsityReport",
-    "SparsityRow",
-    "__version__",
-    "apply_regularizer",
-    "prox",
-    "sparsity_report",
-]
+# The modules whose classes are registered with Keras' serialization.
+_REGISTERING = ("regularizers", "optimizers")
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def _register():
+    for name in _REGISTERING:
+        importlib.import_module(f"keras_reg.{name}")
+
+
+def _import_keras_module(module):
+    try:
+        return importlib.import_module(f"keras_reg.{module}")
+    except ModuleNotFoundError as error:
+        # Keras picks TensorFlow when KERAS_BACKEND is unset; a JAX or PyTorch
+        # user would otherwise get a long traceback ending in "No module named
+        # 'tensorflow'".
+        if error.name == "tensorflow" and not os.environ.get("KERAS_BACKEND"):
+            raise ImportError(
+                "keras_reg needs a Keras backend, and Keras defaults to TensorFlow, which is "
+                "not installed. Set KERAS_BACKEND=jax or KERAS_BACKEND=torch before importing "
+                "(or install tensorflow)."
+            ) from None
+        raise
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keras_reg' has no attribute {name!r}")
+    for registering in _REGISTERING:
+        _import_keras_module(registering)
+    if module == "":
+        value = _import_keras_module(name)
+    else:
+        value = getattr(_import_keras_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
+    """Registers keras_reg's classes right after `import keras` completes (one shot).
+
+    Keras finds a custom class in a saved file only once it is registered, and
+    the rule users know is "import keras_reg before loading". With lazy names,
+    `import keras_reg` alone would register nothing; this hook keeps the rule
+    true without importing Keras where it is not needed (the command line).
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        _remove_hook()
+        spec = importlib.util.find_spec("keras")
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_then_register(module):
+            try:
+                exec_module(module)
+            finally:
+                del loader.exec_module
+            _register()
+
+        loader.exec_module = exec_then_register
+        return spec
+
+
+def _remove_hook():
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterWhenKerasLoads)]
+
+
+if "keras" in sys.modules:
+    _register()
+else:
+    _remove_hook()
+    sys.meta_path.insert(0, _RegisterWhenKerasLoads())

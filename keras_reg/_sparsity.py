@@ -21,7 +21,10 @@ _INT32_MAX = 2**31 - 1
 # Elements per block when counting a large weight (see `_segment`).
 _BLOCK = 2**20
 
-Counts = collections.namedtuple("Counts", ["zeros", "zero_rows", "zero_cols"])
+# `zero_inputs`: all-zero slices along axis -2 (input features of a Dense
+# kernel, input channels of a Conv kernel); `zero_units`: along the last axis
+# (output units, filters). Both `None` for a weight of rank < 2.
+Counts = collections.namedtuple("Counts", ["zeros", "zero_inputs", "zero_units"])
 
 
 def check_track(track, owner):
@@ -96,7 +99,7 @@ def _is_zero(x, threshold):
 
 
 def _segment(x, threshold):
-    """`[zero_rows, zero_cols, zero counts...]` for one tensor, as an int32 vector."""
+    """`[zero_inputs, zero_units, zero counts...]` for one tensor, as an int32 vector."""
     # The read happens here, on the device; under tf.distribute a mirrored
     # variable read in cross-replica context gives one copy, not one per replica.
     x = ops.stop_gradient(ops.convert_to_tensor(x))
@@ -112,22 +115,34 @@ def _segment(x, threshold):
             _zero_count(_is_zero(x[i : i + _BLOCK], threshold)) for i in range(0, size, _BLOCK)
         ]
         return ops.concatenate([ops.zeros((2,), "int32"), ops.reshape(sum(parts), (1,))])
-    # Blocks of whole rows: eager ops and TensorFlow graphs make full-size
+    # As (outer, inputs, units): a Dense kernel is (1, in, out), a Conv2D kernel
+    # (kh * kw, in_channels, filters). Blocks along the outer axis, or along the
+    # inputs for a Dense kernel: eager ops and TensorFlow graphs make full-size
     # temporaries (|x|, the mask, its int32 cast), which for a 25M-element
     # weight cost more than the count itself; blocks of ~1M elements stay in
-    # cache. Blocks along axis 0 are contiguous, so slicing them need not copy.
-    row = size // shape[0]
-    rows_per_block = max(1, _BLOCK // row)
-    x = ops.reshape(x, (shape[0], row))
-    per_col, zero_rows = 0, 0
-    for i in range(0, shape[0], rows_per_block):
-        zero = _is_zero(x[i : i + rows_per_block], threshold)
-        n = min(rows_per_block, shape[0] - i)
-        per_col = per_col + _zero_count(ops.reshape(zero, (n * row // shape[-1], shape[-1])), 0)
-        zero_rows = zero_rows + _zero_count(ops.all(zero, axis=1))
-    zero_cols = _zero_count(ops.equal(per_col, size // shape[-1]))
-    zeros = per_col if size > _INT32_MAX else ops.reshape(ops.sum(per_col), (1,))
-    return ops.concatenate([ops.stack([zero_rows, zero_cols]), zeros])
+    # cache, and blocks along the first axis are contiguous, so need not copy.
+    n_in, n_units = shape[-2], shape[-1]
+    outer = size // (n_in * n_units)
+    x = ops.reshape(x, (outer, n_in, n_units))
+    per_input, per_unit = 0, 0
+    if outer == 1:
+        rows_per_block = max(1, _BLOCK // n_units)
+        per_input = []
+        for i in range(0, n_in, rows_per_block):
+            zero = _is_zero(x[0, i : i + rows_per_block], threshold)
+            per_input.append(_zero_count(zero, 1))
+            per_unit = per_unit + _zero_count(zero, 0)
+        per_input = ops.concatenate(per_input)
+    else:
+        per_block = max(1, _BLOCK // (n_in * n_units))
+        for i in range(0, outer, per_block):
+            zero = _is_zero(x[i : i + per_block], threshold)
+            per_input = per_input + _zero_count(zero, (0, 2))
+            per_unit = per_unit + _zero_count(zero, (0, 1))
+    zero_inputs = _zero_count(ops.equal(per_input, outer * n_units))
+    zero_units = _zero_count(ops.equal(per_unit, outer * n_in))
+    zeros = per_unit if size > _INT32_MAX else ops.reshape(ops.sum(per_unit), (1,))
+    return ops.concatenate([ops.stack([zero_inputs, zero_units]), zeros])
 
 
 def _count_all(values, threshold):
@@ -157,11 +172,13 @@ def compiled_counter(threshold):
 
 
 def count_zeros(values, threshold, counter=None):
-    """Counts, for each tensor, `|x| <= threshold` and the all-zero rows and columns.
+    """Counts, for each tensor, `|x| <= threshold` and the all-zero inputs and units.
 
-    Rows are the slices along axis 0, columns the slices along the last axis
-    (output units of a Dense kernel, filters of a Conv kernel). The tensors are
-    reduced where they live; only the counts come back to the host.
+    Inputs are the slices along axis -2 (input features of a Dense kernel,
+    input channels of a Conv kernel, tokens of an embedding table), units the
+    slices along the last axis (output units of a Dense kernel, filters of a
+    Conv kernel). The tensors are reduced where they live; only the counts come
+    back to the host.
 
     Args:
         values: list of tensors, arrays or variable values.
@@ -170,8 +187,8 @@ def count_zeros(values, threshold, counter=None):
             the ops eagerly (best for a one-off count).
 
     Returns:
-        A list of `Counts(zeros, zero_rows, zero_cols)` of Python ints;
-        `zero_rows` and `zero_cols` are `None` for tensors of rank < 2.
+        A list of `Counts(zeros, zero_inputs, zero_units)` of Python ints;
+        `zero_inputs` and `zero_units` are `None` for tensors of rank < 2.
     """
     values = list(values)
     if not values:

@@ -1,6 +1,7 @@
 """`SparsityLogger`: how sparse the model really is, every epoch."""
 
 import importlib.util
+import warnings
 
 import keras
 
@@ -23,9 +24,10 @@ class SparsityLogger(keras.callbacks.Callback):
     Per-weight detail stays out of the logs by default (the progress bar prints
     every key, which is unreadable on a 50-layer model) and goes to the
     callback's own record: `history[path]`, the sparsity of each tracked weight
-    per epoch, and `zero_groups[path]`, its number of all-zero output units or
-    filters (slices along the last axis) per epoch, for weights of rank >= 2.
-    With `log_dir` the same numbers also go to TensorBoard.
+    per epoch, and `zero_units[path]`, its number of all-zero units (output
+    units of a Dense kernel, filters of a Conv kernel: slices along the last
+    axis) per epoch, for weights of rank >= 2. With `log_dir` the same numbers
+    also go to TensorBoard.
 
     NaN and inf weights never crash it and never count as zeros (a diverged
     weight shows as dense, not as pruned). The counting runs where the weights
@@ -51,27 +53,37 @@ class SparsityLogger(keras.callbacks.Callback):
             Checked at the start of training: selecting no weight, or naming a
             path the model lacks, raises a `ValueError`.
         log_dir: optional directory. If given, writes the scalars `sparsity`,
-            `sparsity/<path>` and `zero_groups/<path>` with the TensorBoard
+            `sparsity/<path>` and `zero_units/<path>` with the TensorBoard
             summary writer, one step per epoch. Needs TensorFlow (whatever the
             Keras backend). Defaults to `None`: no files.
 
     Attributes:
         history: dict, weight path -> list of that weight's sparsity, one per
             epoch (appended across `fit` calls).
-        zero_groups: dict, weight path -> list of the number of all-zero
-            slices along the last axis, one per epoch (rank >= 2 weights only).
+        zero_units: dict, weight path -> list of the number of all-zero
+            units (slices along the last axis), one per epoch (weights of
+            rank >= 2 only).
         report: the `SparsityReport` of the last epoch, or `None`.
 
     Example:
 
-    ```python
-    logger = keras_reg.SparsityLogger()
-    history = model.fit(x, y, epochs=20,
-                        callbacks=[logger, keras.callbacks.CSVLogger("log.csv")])
-    history.history["sparsity"]           # one value per epoch
-    logger.zero_groups["dense/kernel"]    # all-zero units of that kernel, per epoch
-    print(logger.report)                  # the last epoch's table
-    ```
+    >>> x = np.random.default_rng(0).normal(size=(64, 10)).astype("float32")
+    >>> y = x[:, :2] @ np.ones((2, 1), "float32")
+    >>> model = keras.Sequential([
+    ...     keras.Input((10,)),
+    ...     keras.layers.Dense(1, name="d", kernel_regularizer=keras_reg.L1(0.5)),
+    ... ], name="m")
+    >>> model.compile(keras_reg.Proximal(keras.optimizers.SGD(0.1)), "mse")
+    >>> logger = keras_reg.SparsityLogger()
+    >>> history = model.fit(x, y, epochs=3, verbose=0, callbacks=[logger])
+    >>> len(history.history["sparsity"])  # one value per epoch
+    3
+    >>> logger.history["m/d/kernel"][-1] > 0.5  # most of the 8 noise inputs are zeroed
+    True
+    >>> logger.zero_units["m/d/kernel"]  # the one unit is never all zero
+    [0, 0, 0]
+
+    `print(logger.report)` prints the last epoch's table.
     """
 
     def __init__(self, threshold=0.0, per_weight=False, track="kernels", log_dir=None):
@@ -86,11 +98,21 @@ class SparsityLogger(keras.callbacks.Callback):
                 "which is not installed. Install tensorflow or leave log_dir=None."
             )
         self.history = {}
-        self.zero_groups = {}
+        self.zero_units = {}
         self.report = None
         self._variables = None
         self._counter = None
         self._writer = None
+
+    @property
+    def zero_groups(self):
+        """Deprecated name of `zero_units` (version 0.1)."""
+        warnings.warn(
+            "SparsityLogger.zero_groups is deprecated; use zero_units.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.zero_units
 
     def _start(self):
         self._variables = _sparsity.select_weights(self.model, self.track, "SparsityLogger")
@@ -119,8 +141,8 @@ class SparsityLogger(keras.callbacks.Callback):
                     logs[f"sparsity/{row.path}"] = row.sparsity
         for row in report.rows:
             self.history.setdefault(row.path, []).append(row.sparsity)
-            if row.zero_col_count is not None:
-                self.zero_groups.setdefault(row.path, []).append(row.zero_col_count)
+            if row.zero_units is not None:
+                self.zero_units.setdefault(row.path, []).append(row.zero_units)
         if self._writer is not None:
             self._write_summaries(epoch, report)
 
@@ -140,8 +162,8 @@ class SparsityLogger(keras.callbacks.Callback):
             scalar("sparsity", report.sparsity)
             for row in report.rows:
                 scalar(f"sparsity/{row.path}", row.sparsity)
-                if row.zero_col_count is not None:
-                    scalar(f"zero_groups/{row.path}", row.zero_col_count)
+                if row.zero_units is not None:
+                    scalar(f"zero_units/{row.path}", row.zero_units)
         self._writer.flush()
 
     def on_train_end(self, logs=None):

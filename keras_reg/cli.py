@@ -18,9 +18,9 @@ PROG = "keras-reg"
 
 _REPORT_HELP = """\
 Print how sparse a saved model is: for every weight of rank >= 2 (kernels,
-embeddings) its size, zeros, sparsity, and the all-zero rows (slices along
-axis 0) and columns (slices along the last axis: units, filters), then the
-parameter-weighted total.
+embeddings) its size, zeros, sparsity, its all-zero inputs (slices along
+axis -2: input features, input channels) and all-zero units (slices along
+the last axis: output units, filters), then the parameter-weighted total.
 
 The weights are read from the .keras archive itself: the model is not
 rebuilt, so its custom layers need not be importable, no code from the file

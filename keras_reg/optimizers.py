@@ -150,7 +150,7 @@ class Proximal(keras.optimizers.Optimizer):
 
     Args:
         optimizer: a `keras.optimizers.Optimizer` instance or an identifier such
-            as `"sgd"` or `"adam"`.
+            as `"sgd"` or `"adam"`. Read it back as `proximal.optimizer`.
         name: optional name. Defaults to `"proximal"`.
 
     Example:
@@ -230,6 +230,16 @@ class Proximal(keras.optimizers.Optimizer):
             )
         for i, variable in enumerate(self._variables):
             variable.assign(store[str(i)])
+
+    @property
+    def optimizer(self):
+        """The wrapped optimizer, as passed to `Proximal(optimizer)`.
+
+        It is stored as `inner_optimizer`, Keras' name for a wrapped optimizer
+        (as in `LossScaleOptimizer`) and the name its state has in `.keras`
+        files; `optimizer` is the name of the argument and of the config key.
+        """
+        return self.inner_optimizer
 
     @property
     def learning_rate(self):

@@ -1,13 +1,16 @@
 """How sparse a model is, weight by weight: `sparsity_report` and its table.
 
 One row per weight with its zeros and, for weights of rank >= 2, its all-zero
-rows (slices along axis 0: input features of a Dense kernel) and all-zero
-columns (slices along the last axis: output units of a Dense kernel, filters
-of a Conv kernel), the layout of Distiller's sparsity table.
+inputs (slices along axis -2: input features of a Dense kernel, input channels
+of a Conv kernel) and all-zero units (slices along the last axis: output units
+of a Dense kernel, filters of a Conv kernel), the layout of Distiller's
+sparsity table. A zero input can be cut from the layer's input, a zero unit
+from its output.
 """
 
 import dataclasses
 import math
+import warnings
 
 from keras_reg import _sparsity
 from keras_reg._validation import check_float
@@ -19,6 +22,9 @@ __all__ = ["SparsityReport", "SparsityRow", "sparsity_report"]
 class SparsityRow:
     """The zeros of one weight.
 
+    Counts are ints and fractions are floats in [0, 1]: `zeros` and
+    `sparsity`, `zero_units` out of `units`, `zero_inputs` out of `inputs`.
+
     Attributes:
         path: the weight's name: `weight.path` for a model, the name described
             in `keras_reg.cli` for a `.keras` file.
@@ -26,12 +32,16 @@ class SparsityRow:
         size: number of elements.
         zeros: number of elements with `|w| <= threshold`.
         sparsity: `zeros / size` (0.0 for an empty weight).
-        zero_rows: fraction of all-zero slices along axis 0, or `None` for a
-            weight of rank < 2.
-        zero_cols: fraction of all-zero slices along the last axis (output
-            units, filters), or `None` for a weight of rank < 2.
-        zero_row_count: number of all-zero rows, or `None`.
-        zero_col_count: number of all-zero columns (filters), or `None`.
+        inputs: `shape[-2]`, the number of inputs (input features of a Dense
+            kernel, input channels of a Conv kernel), or `None` for a weight
+            of rank < 2.
+        zero_inputs: number of all-zero slices along axis -2: inputs the
+            layer ignores. `None` for a weight of rank < 2.
+        units: `shape[-1]`, the number of units (output units of a Dense
+            kernel, filters of a Conv kernel), or `None`.
+        zero_units: number of all-zero slices along the last axis: units whose
+            output does not depend on the layer's input. `None` for a weight
+            of rank < 2.
     """
 
     path: str
@@ -39,14 +49,45 @@ class SparsityRow:
     size: int
     zeros: int
     sparsity: float
-    zero_rows: float | None
-    zero_cols: float | None
-    zero_row_count: int | None
-    zero_col_count: int | None
+    inputs: int | None
+    zero_inputs: int | None
+    units: int | None
+    zero_units: int | None
 
     def to_dict(self):
         """The row as plain Python values (the shape as a list), ready for `json.dumps`."""
         return dict(dataclasses.asdict(self), shape=list(self.shape))
+
+    # The names of version 0.1, where "rows" were slices along axis 0 and a
+    # fraction, "cols" slices along the last axis.
+    def _deprecated(self, old, new):
+        warnings.warn(
+            f"SparsityRow.{old} is deprecated; use {new}.", DeprecationWarning, stacklevel=3
+        )
+
+    @property
+    def zero_col_count(self):
+        self._deprecated("zero_col_count", "zero_units")
+        return self.zero_units
+
+    @property
+    def zero_row_count(self):
+        self._deprecated("zero_row_count", "zero_inputs")
+        return self.zero_inputs
+
+    @property
+    def zero_cols(self):
+        self._deprecated("zero_cols", "zero_units / units")
+        return None if self.units is None else _fraction(self.zero_units, self.units)
+
+    @property
+    def zero_rows(self):
+        self._deprecated("zero_rows", "zero_inputs / inputs")
+        return None if self.inputs is None else _fraction(self.zero_inputs, self.inputs)
+
+
+def _fraction(count, total):
+    return count / total if total else 0.0
 
 
 class SparsityReport:
@@ -94,10 +135,10 @@ class SparsityReport:
         )
 
     def __str__(self):
-        header = ("weight", "shape", "size", "zeros", "sparsity", "zero rows", "zero cols")
+        header = ("weight", "shape", "size", "zeros", "sparsity", "zero inputs", "zero units")
         lines = [header]
         for row in self.rows:
-            rank2 = row.zero_row_count is not None
+            rank2 = row.units is not None
             lines.append(
                 (
                     row.path,
@@ -105,8 +146,8 @@ class SparsityReport:
                     f"{row.size:,}",
                     f"{row.zeros:,}",
                     f"{100 * row.sparsity:.2f}%",
-                    f"{row.zero_row_count}/{row.shape[0]}" if rank2 else "-",
-                    f"{row.zero_col_count}/{row.shape[-1]}" if rank2 else "-",
+                    f"{row.zero_inputs}/{row.inputs}" if rank2 else "-",
+                    f"{row.zero_units}/{row.units}" if rank2 else "-",
                 )
             )
         total = ("total", "", f"{self.size:,}", f"{self.zeros:,}", f"{100 * self.sparsity:.2f}%")
@@ -135,18 +176,18 @@ def build_report(paths, values, threshold, counter=None):
     ):
         shape = tuple(int(d) for d in value.shape)
         size = math.prod(shape)
-        rank2 = c.zero_rows is not None
+        rank2 = len(shape) >= 2
         rows.append(
             SparsityRow(
                 path=path,
                 shape=shape,
                 size=size,
                 zeros=c.zeros,
-                sparsity=c.zeros / size if size else 0.0,
-                zero_rows=(c.zero_rows / shape[0] if shape[0] else 0.0) if rank2 else None,
-                zero_cols=(c.zero_cols / shape[-1] if shape[-1] else 0.0) if rank2 else None,
-                zero_row_count=c.zero_rows,
-                zero_col_count=c.zero_cols,
+                sparsity=_fraction(c.zeros, size),
+                inputs=shape[-2] if rank2 else None,
+                zero_inputs=c.zero_inputs,
+                units=shape[-1] if rank2 else None,
+                zero_units=c.zero_units,
             )
         )
     return SparsityReport(rows, threshold)
@@ -157,8 +198,9 @@ def sparsity_report(model, threshold=0.0, track="kernels"):
 
     A weight counts as zero when `|w| <= threshold`; NaN and inf never do (a
     diverged weight is reported as non-zero, not as an error). For weights of
-    rank >= 2 the report also counts the all-zero rows (slices along axis 0)
-    and columns (slices along the last axis: units, filters). The counting is
+    rank >= 2 the report also counts the all-zero inputs (slices along axis
+    -2: input features, input channels) and units (slices along the last axis:
+    output units, filters). The counting is
     the one `keras_reg.SparsityLogger` logs every epoch.
 
     Args:
@@ -181,18 +223,20 @@ def sparsity_report(model, threshold=0.0, track="kernels"):
 
     Example:
 
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
-    >>> model.get_layer("d").kernel.assign(np.diag([1.0, 2.0, 0.0])[[0, 1, 2, 2]])
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")], name="m")
+    >>> kernel = np.array([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 0], [0, 0, 0]])
+    >>> model.get_layer("d").kernel.assign(kernel)
     >>> report = keras_reg.sparsity_report(model)
-    >>> report.sparsity, report.rows[0].zeros, report.rows[0].zero_col_count
-    (0.8333333333333334, 10, 1)
+    >>> row = report.rows[0]
+    >>> row.zeros, row.zero_inputs, row.zero_units, round(report.sparsity, 4)
+    (10, 2, 1, 0.8333)
     >>> print(report)
     Zeros: |w| <= 0
-    weight               shape   size  zeros  sparsity  zero rows  zero cols
-    ------------------------------------------------------------------------
-    sequential/d/kernel  (4, 3)    12     10    83.33%        2/4        1/3
-    ------------------------------------------------------------------------
-    total                          12     10    83.33%
+    weight       shape   size  zeros  sparsity  zero inputs  zero units
+    -------------------------------------------------------------------
+    m/d/kernel  (4, 3)    12     10    83.33%          2/4         1/3
+    -------------------------------------------------------------------
+    total                  12     10    83.33%
     """
     threshold = check_float(threshold, "threshold", "sparsity_report")
     track = _sparsity.check_track(track, "sparsity_report")

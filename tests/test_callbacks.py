@@ -91,9 +91,9 @@ def test_logged_value_equals_numpy_count():
     for path in logger.history:
         expected = [np.mean(arrays[path] == 0) for _, arrays in recorder.seen]
         np.testing.assert_allclose(logger.history[path], expected, rtol=0, atol=1e-15)
-    assert logger.zero_groups["hidden/kernel"] == [2, 2]  # "2 of 8 units removed"
-    assert logger.zero_groups["out/kernel"] == [0, 0]
-    assert logger.report.rows[0].zero_row_count == 1
+    assert logger.zero_units["hidden/kernel"] == [2, 2]  # "2 of 8 units removed"
+    assert logger.zero_units["out/kernel"] == [0, 0]
+    assert logger.report.rows[0].zero_inputs == 1
 
 
 def test_per_weight_keys_and_progress_bar_default():
@@ -169,7 +169,7 @@ def test_nan_and_inf_are_not_zeros_and_do_not_crash():
     assert logs["sparsity/hidden/kernel"] == np.mean(np.abs(hidden) <= 0.5)
     assert math.isfinite(logs["sparsity"])
     # A column holding NaN is not an all-zero unit.
-    assert logger.zero_groups["hidden/kernel"] == [int(np.all(np.abs(hidden) <= 0.5, 0).sum())]
+    assert logger.zero_units["hidden/kernel"] == [int(np.all(np.abs(hidden) <= 0.5, 0).sum())]
 
     # And through fit, where the loss itself turns NaN.
     recorder = Recorder()
@@ -188,8 +188,10 @@ def test_zero_filters_of_a_conv_kernel():
     values[1, 1, 1, 2] = 0  # a single zero does not remove filter 2
     kernel.assign(values)
     logger, logs = run_epoch_end(model)
-    assert logger.zero_groups == {"conv/kernel": [5]}
+    assert logger.zero_units == {"conv/kernel": [5]}
     assert logs["sparsity"] == np.mean(values == 0)
+    with pytest.warns(DeprecationWarning, match="zero_groups is deprecated; use zero_units"):
+        assert logger.zero_groups is logger.zero_units  # the name of version 0.1
 
 
 def test_tracking_options():
@@ -255,7 +257,7 @@ def test_log_dir_writes_tensorboard_scalars(tmp_path):
         assert scalars[("sparsity", epoch)] == pytest.approx(logs["sparsity"], rel=1e-6)
         hidden = arrays["hidden/kernel"]
         assert scalars[("sparsity/hidden/kernel", epoch)] == pytest.approx(np.mean(hidden == 0))
-        assert scalars[("zero_groups/hidden/kernel", epoch)] == 2
+        assert scalars[("zero_units/hidden/kernel", epoch)] == 2
     assert len(scalars) == 2 * 5  # total, two weights' sparsity, two weights' zero groups
 
 
@@ -302,7 +304,7 @@ SCRIPT = textwrap.dedent(
     model.fit(x, x[:, :3], epochs=2, batch_size=8, verbose=0,
               callbacks=[logger, keras.callbacks.LambdaCallback(on_epoch_end=record)])
     report = keras_reg.sparsity_report(model)
-    print("RESULT" + json.dumps({"seen": seen, "zero_groups": logger.zero_groups,
+    print("RESULT" + json.dumps({"seen": seen, "zero_units": logger.zero_units,
                                  "report": report.to_dict(), "backend": keras.backend.backend()}))
     """
 )
@@ -329,7 +331,7 @@ def check_result(result, backend):
     assert len(result["seen"]) == 2
     for logged, counted in result["seen"]:
         assert logged == counted
-    assert result["zero_groups"] == {"hidden/kernel": [2, 2], "out/kernel": [0, 0]}
+    assert result["zero_units"] == {"hidden/kernel": [2, 2], "out/kernel": [0, 0]}
     # Read once, not once per replica: the zeros are those of one copy.
     hidden = result["report"]["rows"][0]
     assert hidden["path"] == "hidden/kernel"

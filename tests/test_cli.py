@@ -197,7 +197,7 @@ def test_unimportable_custom_objects_are_read_not_run(tmp_path):
         assert row["shape"] == list(array.shape)
         assert row["zeros"] == int((array == 0).sum())
         cols = np.moveaxis(array == 0, -1, 0).reshape(array.shape[-1], -1).all(axis=1)
-        assert row["zero_col_count"] == int(cols.sum())
+        assert row["zero_units"] == int(cols.sum())
     zeros = sum(int((a == 0).sum()) for a in arrays)
     assert data["sparsity"] == zeros / sum(a.size for a in arrays)
     assert path.read_bytes() == before

@@ -123,7 +123,7 @@ def test_digits_group_lasso_removes_filters(digits):
     removed = sum(layer["removed"] for layer in digits["group_layers"])
     assert removed >= 5
     for layer in digits["group_layers"]:
-        assert layer["logged"] == layer["removed"]  # SparsityLogger.zero_groups agrees
+        assert layer["logged"] == layer["removed"]  # SparsityLogger.zero_units agrees
         # A removed filter is a whole zero slice: at least that many zero weights.
         assert (
             layer["weights"] - layer["nonzero"]

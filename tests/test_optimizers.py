@@ -325,7 +325,14 @@ def test_config_round_trip():
     assert blob["registered_name"] == "keras_reg>Proximal"
     clone = keras.saving.deserialize_keras_object(json.loads(json.dumps(blob)))
     assert isinstance(clone, keras_reg.Proximal) and clone.name == "prox"
-    assert clone.inner_optimizer.get_config() == optimizer.inner_optimizer.get_config()
+    assert clone.optimizer.get_config() == optimizer.optimizer.get_config()
+
+
+def test_the_wrapped_optimizer_has_one_public_name():
+    adam = keras.optimizers.Adam()
+    proximal = keras_reg.Proximal(optimizer=adam)
+    assert proximal.optimizer is adam  # the argument's name, read back
+    assert set(proximal.get_config()) == {"name", "optimizer"}  # and the config's key
 
 
 def test_from_config_refuses_unknown_key():

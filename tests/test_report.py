@@ -12,7 +12,7 @@ from keras_reg import _sparsity
 
 
 def planted_model():
-    """Dense, Conv2D and Embedding weights with known zeros, zero rows and zero columns."""
+    """Dense, Conv2D and Embedding weights with known zeros, zero inputs and zero units."""
     inputs = keras.Input((6, 6, 2))
     h = keras.layers.Conv2D(5, 3, name="conv")(inputs)
     h = keras.layers.Flatten()(h)
@@ -21,8 +21,9 @@ def planted_model():
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(1)
     conv = model.get_layer("conv").kernel.numpy()  # (3, 3, 2, 5)
-    conv[..., 2] = 0  # a whole filter
-    conv[1] = 0  # a whole row (slice along axis 0)
+    conv[..., 2] = 0  # a whole filter: a zero unit
+    conv[:, :, 1, :] = 0  # a whole input channel: a zero input
+    conv[1] = 0  # a row of the 3x3 window: neither
     conv[0, 0, 0, 0] = 1e-3  # small, not zero
     dense = model.get_layer("dense").kernel.numpy()  # (80, 7)
     dense[rng.random(dense.shape) < 0.4] = 0
@@ -43,12 +44,12 @@ def numpy_row(array, threshold):
     row = {"shape": list(array.shape), "size": array.size, "zeros": int(zero.sum())}
     row["sparsity"] = row["zeros"] / array.size
     if array.ndim >= 2:
-        rows = zero.reshape(array.shape[0], -1).all(axis=1)
-        cols = np.moveaxis(zero, -1, 0).reshape(array.shape[-1], -1).all(axis=1)
-        row.update(zero_row_count=int(rows.sum()), zero_col_count=int(cols.sum()))
-        row.update(zero_rows=rows.mean(), zero_cols=cols.mean())
+        inputs = np.moveaxis(zero, -2, 0).reshape(array.shape[-2], -1).all(axis=1)
+        units = np.moveaxis(zero, -1, 0).reshape(array.shape[-1], -1).all(axis=1)
+        row.update(inputs=array.shape[-2], zero_inputs=int(inputs.sum()))
+        row.update(units=array.shape[-1], zero_units=int(units.sum()))
     else:
-        row.update(zero_row_count=None, zero_col_count=None, zero_rows=None, zero_cols=None)
+        row.update(inputs=None, zero_inputs=None, units=None, zero_units=None)
     return row
 
 
@@ -73,18 +74,30 @@ def test_report_numbers_against_numpy(threshold):
 def test_planted_structure_is_found():
     report = keras_reg.sparsity_report(planted_model())
     conv, dense, emb = report.rows
-    assert (conv.zero_row_count, conv.zero_col_count) == (1, 1)
-    assert dense.zero_col_count >= 2 and dense.zero_row_count >= 3
-    assert (emb.zero_row_count, emb.zero_col_count) == (1, 0)
+    assert (conv.zero_inputs, conv.inputs, conv.zero_units, conv.units) == (1, 2, 1, 5)
+    assert dense.zero_units >= 2 and dense.zero_inputs >= 3
+    assert (emb.zero_inputs, emb.zero_units) == (1, 0)  # token 4's row of the table
 
 
-def test_rank_one_weights_have_no_rows_or_columns():
+def test_names_of_version_0_1_still_work_with_a_warning():
+    dense = keras_reg.sparsity_report(planted_model()).rows[1]
+    with pytest.warns(DeprecationWarning, match="zero_col_count is deprecated; use zero_units"):
+        assert dense.zero_col_count == dense.zero_units
+    with pytest.warns(DeprecationWarning, match="use zero_inputs"):
+        assert dense.zero_row_count == dense.zero_inputs
+    with pytest.warns(DeprecationWarning, match="zero_cols is deprecated"):
+        assert dense.zero_cols == dense.zero_units / 7
+    with pytest.warns(DeprecationWarning, match="zero_rows is deprecated"):
+        assert dense.zero_rows == dense.zero_inputs / 80
+
+
+def test_rank_one_weights_have_no_inputs_or_units():
     model = planted_model()
     model.get_layer("dense").bias.assign(np.array([0, 1, 0, 2, 0, 0, 3], "float32"))
     report = keras_reg.sparsity_report(model, track=lambda w: w.path == "dense/bias")
     (row,) = report.rows
     assert (row.shape, row.size, row.zeros) == ((7,), 7, 4)
-    assert row.zero_rows is row.zero_cols is row.zero_row_count is row.zero_col_count is None
+    assert row.inputs is row.zero_inputs is row.units is row.zero_units is None
 
 
 def test_nan_and_inf_are_not_zeros():
@@ -97,12 +110,12 @@ def test_nan_and_inf_are_not_zeros():
     report = keras_reg.sparsity_report(model, threshold=1e30, track=["dense/kernel"])
     (row,) = report.rows
     assert row.zeros == values.size - 80 - 1
-    assert row.zero_col_count == 5  # the NaN column and the one holding inf are not zero
+    assert row.zero_units == 5  # the NaN unit and the one holding inf are not zero
     json.dumps(report.to_dict(), allow_nan=False)
 
 
 def test_large_weights_count_per_column(monkeypatch):
-    """Weights past int32 send per-column counts home; exercised with a small limit."""
+    """Weights past int32 send per-unit counts home; exercised with a small limit."""
     model = planted_model()
     expected = keras_reg.sparsity_report(model).to_dict()
     monkeypatch.setattr(_sparsity, "_INT32_MAX", 10)
@@ -121,17 +134,15 @@ def test_other_dtypes(dtype):
     stored = np.asarray(layer.kernel.numpy(), dtype="float64")  # after rounding
     report = keras_reg.sparsity_report(layer, threshold=2e-3)
     assert report.rows[0].zeros == int((np.abs(stored) <= 2e-3).sum()) == 9
-    assert report.rows[0].zero_col_count == 1
+    assert report.rows[0].zero_units == 1
 
 
 def test_table_is_aligned_with_a_total_row():
     report = keras_reg.sparsity_report(planted_model())
     lines = str(report).splitlines()
     assert lines[0] == "Zeros: |w| <= 0"
-    assert lines[1].split() == ["weight", "shape", "size", "zeros", "sparsity", "zero", "rows"] + [
-        "zero",
-        "cols",
-    ]
+    header = ["weight", "shape", "size", "zeros", "sparsity", "zero", "inputs", "zero", "units"]
+    assert lines[1].split() == header
     body = lines[3:-2]
     assert [line.split()[0] for line in body] == ["conv/kernel", "dense/kernel", "emb/embeddings"]
     assert lines[-1].split()[0] == "total"
@@ -139,7 +150,7 @@ def test_table_is_aligned_with_a_total_row():
     # Right-aligned numbers: every '%' of the sparsity column at the same place.
     percent = {line.index("%") for line in body + [lines[-1]]}
     assert len(percent) == 1
-    assert re.search(r"\b1/3\s+1/5$", body[0])  # conv: 1 of 3 rows, 1 of 5 filters
+    assert re.search(r"\b1/2\s+1/5$", body[0])  # conv: 1 of 2 input channels, 1 of 5 filters
     assert "dense/kernel" in repr(report.rows[1])
     assert repr(report).startswith("SparsityReport(sparsity=")
 

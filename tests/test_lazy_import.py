@@ -1,0 +1,138 @@
+"""The package imports lazily: the command line starts without Keras, users see no difference.
+
+Each check runs in a fresh Python process, since this one imported Keras long ago.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import keras_reg
+
+pytestmark = pytest.mark.slow
+
+
+def run_python(code, tmp_path, env=None, drop=()):
+    """Runs `code` in a fresh interpreter in `tmp_path`; returns the finished process."""
+    environ = {k: v for k, v in os.environ.items() if k not in drop}
+    # No TF_CPP_MIN_LOG_LEVEL here on purpose: what the command line prints must be quiet
+    # without help from the environment.
+    environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=environ,
+    )
+
+
+NO_KERAS = "assert not {'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)"
+
+
+def test_help_usage_errors_and_a_missing_file_import_no_keras(tmp_path):
+    run = run_python(
+        f"""
+        import sys
+        from keras_reg.cli import main
+        assert main(["--help"]) == 0
+        assert main(["report", "--help"]) == 0
+        assert main([]) == 2
+        assert main(["report", "x.keras", "--threshold", "-1"]) == 2
+        assert main(["report", "missing.keras"]) == 2
+        {NO_KERAS}
+        """,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "usage: keras-reg" in run.stdout and "exit status" in run.stdout
+    lines = run.stderr.splitlines()
+    assert len(lines) == 3, run.stderr  # one line per mistake, nothing from TensorFlow
+    assert lines[2] == "keras-reg report: error: missing.keras: no such file"
+
+
+def test_the_console_script_on_a_missing_file_prints_exactly_one_line(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "keras-reg")
+    if not os.path.exists(script):
+        pytest.skip("the keras-reg console script is not installed")
+    run = subprocess.run(
+        [script, "report", "missing.keras"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == "keras-reg report: error: missing.keras: no such file\n"
+
+
+def test_import_keras_reg_alone_imports_no_keras(tmp_path):
+    run = run_python(
+        f"""
+        import sys
+        import keras_reg
+        assert keras_reg.__version__
+        {NO_KERAS}
+        assert set(keras_reg.__all__) <= set(dir(keras_reg))
+        """,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("keras_first", [True, False])
+def test_classes_are_registered_whichever_is_imported_first(tmp_path, keras_first):
+    """ "Import keras_reg before loading" stays true: a saved model with them loads."""
+    imports = "import keras; import keras_reg" if keras_first else "import keras_reg; import keras"
+    run = run_python(
+        f"""
+        {imports}
+        for name in ["L1", "L2", "L1L2", "ElasticNet", "GroupLasso", "SparseGroupLasso",
+                     "Proximal"]:
+            found = keras.saving.get_registered_object("keras_reg>" + name)
+            assert found is not None and found.__module__.startswith("keras_reg."), name
+        """,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def test_every_public_name_resolves_like_an_eager_import():
+    from keras_reg import L1, Proximal, SparsityLogger, prox, sparsity_report  # noqa: F401
+
+    for name in keras_reg.__all__:
+        assert getattr(keras_reg, name) is not None
+    assert keras_reg.prox.prox_l1 is prox.prox_l1
+    assert keras_reg.L1 is L1
+    with pytest.raises(AttributeError, match="has no attribute 'L3'"):
+        keras_reg.L3  # noqa: B018
+
+
+def test_without_tensorflow_and_no_backend_set_the_error_says_what_to_do(tmp_path):
+    """A JAX or PyTorch user who forgot KERAS_BACKEND: one clear message, not Keras' traceback."""
+    run = run_python(
+        """
+        import sys
+
+        class NoTensorFlow:  # as if only jax were installed
+            def find_spec(self, name, path=None, target=None):
+                if name == "tensorflow" or name.startswith("tensorflow."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+        sys.meta_path.insert(0, NoTensorFlow())
+        import keras_reg
+        try:
+            keras_reg.L1
+        except ImportError as error:
+            print(error)
+        """,
+        tmp_path,
+        drop=("KERAS_BACKEND",),
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == (
+        "keras_reg needs a Keras backend, and Keras defaults to TensorFlow, which is not "
+        "installed. Set KERAS_BACKEND=jax or KERAS_BACKEND=torch before importing (or install "
+        "tensorflow)."
+    )
