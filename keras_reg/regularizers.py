@@ -125,6 +125,9 @@ class L1(_Regularizer):
     Example:
 
     >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L1(0.01))
+    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+    >>> round(float(keras_reg.L1(0.01)(w)), 6)  # 0.01 * (1 + 2 + 0 + 3)
+    0.06
 
     References:
         Tibshirani, "Regression Shrinkage and Selection via the Lasso",
@@ -154,6 +157,9 @@ class L2(_Regularizer):
     Example:
 
     >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L2(0.01))
+    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+    >>> round(float(keras_reg.L2(0.01)(w)), 6)  # 0.01 * (1 + 4 + 0 + 9), no 1/2
+    0.14
     """
 
     def __init__(self, l2=0.01):
@@ -180,6 +186,9 @@ class L1L2(_Regularizer):
     Example:
 
     >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L1L2(l1=1e-4, l2=1e-3))
+    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+    >>> round(float(keras_reg.L1L2(l1=0.01, l2=0.01)(w)), 6)  # 0.01 * 6 + 0.01 * 14
+    0.2
     """
 
     def __init__(self, l1=0.0, l2=0.0):
@@ -218,6 +227,9 @@ class ElasticNet(_Regularizer):
 
     >>> layer = keras.layers.Dense(
     ...     32, kernel_regularizer=keras_reg.ElasticNet(alpha=0.01, l1_ratio=0.5))
+    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+    >>> round(float(keras_reg.ElasticNet(alpha=0.1, l1_ratio=0.5)(w)), 6)  # 0.1 * (3 + 3.5)
+    0.65
 
     References:
         Zou & Hastie, "Regularization and variable selection via the elastic
@@ -304,6 +316,10 @@ class GroupLasso(_GroupRegularizer):
 
     >>> layer = keras.layers.Dense(
     ...     64, kernel_regularizer=keras_reg.GroupLasso(0.01, axis=0))
+    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+    >>> reg = keras_reg.GroupLasso(0.1, axis=0)  # two groups: the rows [1, -2] and [0, 3]
+    >>> round(float(reg(w)), 4)  # 0.1 * sqrt(2) * (sqrt(5) + 3)
+    0.7405
 
     References:
         Yuan & Lin, "Model selection and estimation in regression with grouped
@@ -347,6 +363,10 @@ class SparseGroupLasso(_GroupRegularizer):
 
     >>> layer = keras.layers.Conv2D(
     ...     16, 3, kernel_regularizer=keras_reg.SparseGroupLasso(1e-3, 0.5, axis=-1))
+    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+    >>> reg = keras_reg.SparseGroupLasso(0.1, l1_ratio=0.5, axis=-1)  # columns as groups
+    >>> round(float(reg(w)), 4)  # 0.1 * (0.5 * 6 + 0.5 * sqrt(2) * (1 + sqrt(13)))
+    0.6257
 
     References:
         Simon, Friedman, Hastie & Tibshirani, "A Sparse-Group Lasso", JCGS
