@@ -2,12 +2,14 @@
 #   make test   the suite on TensorFlow (.venv), then the backend-sensitive tests on
 #               JAX (.venv-jax) and PyTorch (.venv-torch)
 #   make demo   the main example on bundled data (.venv)
+#   make docs   the documentation site, strict: a broken link or reference fails (.venv-docs)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras_reg-installed
 JAX_VENV ?= .venv-jax
 TORCH_VENV ?= .venv-torch
+DOCS_VENV ?= .venv-docs
 # A CPU wheel of this version is on the project's machines; newer ones are CUDA builds (GBs).
 TORCH_VERSION ?= 2.13.0
 PIP_QUIET ?= --quiet
@@ -21,7 +23,7 @@ BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test test-tf test-jax test-torch demo lint format bench clean
+.PHONY: test test-tf test-jax test-torch doctest demo docs lint format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,7 +44,19 @@ $(TORCH_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
 	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[dev]"
 	touch $@
 
-test: test-tf test-jax test-torch
+$(DOCS_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[docs]"
+	touch $@
+
+test: test-tf test-jax test-torch doctest docs
+
+# The docstring examples, on every backend (each imports its backend once more: ~20 s apiece).
+doctest: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-installed
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q --doctest-modules keras_reg
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
+	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
 
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest
@@ -53,8 +67,13 @@ test-jax: $(JAX_VENV)/.keras_reg-installed
 test-torch: $(TORCH_VENV)/.keras_reg-installed
 	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
 
+# TensorFlow 2.21 prints a oneDNN notice on import that TF_CPP_MIN_LOG_LEVEL does not hide.
 demo: $(STAMP)
-	$(PY) examples/feature_selection.py
+	TF_ENABLE_ONEDNN_OPTS=0 $(PY) examples/feature_selection.py
+
+# mkdocstrings reads the docstrings without importing keras_reg: no backend needed.
+docs: $(DOCS_VENV)/.keras_reg-installed
+	$(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -68,4 +87,5 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) build dist *.egg-info demo_output bench_output
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(DOCS_VENV) build dist *.egg-info demo_output \
+		bench_output site strength_sweep_output

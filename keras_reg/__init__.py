@@ -16,8 +16,18 @@ import importlib.abc
 import importlib.util
 import os
 import sys
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr__` below
+    from keras_reg import prox  # noqa: F401
+    from keras_reg.attach import apply_regularizer  # noqa: F401
+    from keras_reg.callbacks import SparsityLogger  # noqa: F401
+    from keras_reg.optimizers import Proximal  # noqa: F401
+    from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso  # noqa: F401
+    from keras_reg.report import SparsityReport, SparsityRow, sparsity_report  # noqa: F401
+    from keras_reg.strength import StrengthScheduler  # noqa: F401
 
 # Public name -> the module that defines it ("" for a submodule of that name).
 _EXPORTS = {

@@ -33,22 +33,21 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels"):
     Returns:
         The list of paths of the weights that got the regularizer.
 
-    Example:
+    Examples:
+        A model built without penalties, e.g. one from `keras.applications` or
+        `keras.saving.load_model`:
 
-    A model built without penalties, e.g. one from `keras.applications` or
-    `keras.saving.load_model`:
-
-    >>> model = keras.Sequential([
-    ...     keras.Input((8,)),
-    ...     keras.layers.Dense(4, name="hidden"),
-    ...     keras.layers.Dense(1, name="out"),
-    ... ], name="m")
-    >>> keras_reg.apply_regularizer(model, keras_reg.L2(1e-4))  # every kernel
-    ['m/hidden/kernel', 'm/out/kernel']
-    >>> keras_reg.apply_regularizer(model, keras_reg.L1(1e-5), layers=["hidden"])
-    ['m/hidden/kernel']
-    >>> model.get_layer("hidden").kernel_regularizer
-    L1(l1=1e-05)
+        >>> model = keras.Sequential([
+        ...     keras.Input((8,)),
+        ...     keras.layers.Dense(4, name="hidden"),
+        ...     keras.layers.Dense(1, name="out"),
+        ... ], name="m")
+        >>> keras_reg.apply_regularizer(model, keras_reg.L2(1e-4))  # every kernel
+        ['m/hidden/kernel', 'm/out/kernel']
+        >>> keras_reg.apply_regularizer(model, keras_reg.L1(1e-5), layers=["hidden"])
+        ['m/hidden/kernel']
+        >>> model.get_layer("hidden").kernel_regularizer
+        L1(l1=1e-05)
     """
     if not isinstance(model, keras.Model):
         raise ValueError(

@@ -65,25 +65,24 @@ class SparsityLogger(keras.callbacks.Callback):
             rank >= 2 only).
         report: the `SparsityReport` of the last epoch, or `None`.
 
-    Example:
+    Examples:
+        >>> x = np.random.default_rng(0).normal(size=(64, 10)).astype("float32")
+        >>> y = x[:, :2] @ np.ones((2, 1), "float32")
+        >>> model = keras.Sequential([
+        ...     keras.Input((10,)),
+        ...     keras.layers.Dense(1, name="d", kernel_regularizer=keras_reg.L1(0.5)),
+        ... ], name="m")
+        >>> model.compile(keras_reg.Proximal(keras.optimizers.SGD(0.1)), "mse")
+        >>> logger = keras_reg.SparsityLogger()
+        >>> history = model.fit(x, y, epochs=10, batch_size=16, verbose=0, callbacks=[logger])
+        >>> len(history.history["sparsity"])  # one value per epoch
+        10
+        >>> history.history["sparsity"][-1]  # the 8 noise inputs' weights are exactly zero
+        0.8
+        >>> logger.zero_units["m/d/kernel"][-1]  # its one unit is not all zero
+        0
 
-    >>> x = np.random.default_rng(0).normal(size=(64, 10)).astype("float32")
-    >>> y = x[:, :2] @ np.ones((2, 1), "float32")
-    >>> model = keras.Sequential([
-    ...     keras.Input((10,)),
-    ...     keras.layers.Dense(1, name="d", kernel_regularizer=keras_reg.L1(0.5)),
-    ... ], name="m")
-    >>> model.compile(keras_reg.Proximal(keras.optimizers.SGD(0.1)), "mse")
-    >>> logger = keras_reg.SparsityLogger()
-    >>> history = model.fit(x, y, epochs=10, batch_size=16, verbose=0, callbacks=[logger])
-    >>> len(history.history["sparsity"])  # one value per epoch
-    10
-    >>> history.history["sparsity"][-1]  # the 8 noise inputs' weights are exactly zero
-    0.8
-    >>> logger.zero_units["m/d/kernel"][-1]  # its one unit is not all zero
-    0
-
-    `print(logger.report)` prints the last epoch's table.
+        `print(logger.report)` prints the last epoch's table.
     """
 
     def __init__(self, threshold=0.0, per_weight=False, track="kernels", log_dir=None):

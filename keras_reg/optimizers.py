@@ -153,24 +153,23 @@ class Proximal(keras.optimizers.Optimizer):
             as `"sgd"` or `"adam"`. Read it back as `proximal.optimizer`.
         name: optional name. Defaults to `"proximal"`.
 
-    Example:
+    Examples:
+        Four of five inputs are noise: with `Proximal`, their weights become exactly
+        zero; the same penalty with plain `SGD` leaves them small but non-zero.
 
-    Four of five inputs are noise: with `Proximal`, their weights become exactly
-    zero; the same penalty with plain `SGD` leaves them small but non-zero.
-
-    >>> x = np.random.default_rng(0).normal(size=(256, 5)).astype("float32")
-    >>> y = x[:, :1]
-    >>> def zeros_after_training(optimizer):
-    ...     model = keras.Sequential([
-    ...         keras.Input((5,)), keras.layers.Dense(1, kernel_regularizer=keras_reg.L1(0.1))
-    ...     ])
-    ...     model.compile(optimizer=optimizer, loss="mse")
-    ...     model.fit(x, y, epochs=20, batch_size=64, verbose=0)
-    ...     return int(np.sum(keras.ops.convert_to_numpy(model.layers[0].kernel) == 0))
-    >>> zeros_after_training(keras_reg.Proximal(keras.optimizers.SGD(0.1)))
-    4
-    >>> zeros_after_training(keras.optimizers.SGD(0.1))
-    0
+        >>> x = np.random.default_rng(0).normal(size=(256, 5)).astype("float32")
+        >>> y = x[:, :1]
+        >>> def zeros_after_training(optimizer):
+        ...     model = keras.Sequential([
+        ...         keras.Input((5,)), keras.layers.Dense(1, kernel_regularizer=keras_reg.L1(0.1))
+        ...     ])
+        ...     model.compile(optimizer=optimizer, loss="mse")
+        ...     model.fit(x, y, epochs=20, batch_size=64, verbose=0)
+        ...     return int(np.sum(keras.ops.convert_to_numpy(model.layers[0].kernel) == 0))
+        >>> zeros_after_training(keras_reg.Proximal(keras.optimizers.SGD(0.1)))
+        4
+        >>> zeros_after_training(keras.optimizers.SGD(0.1))
+        0
 
     References:
         Beck & Teboulle, "A Fast Iterative Shrinkage-Thresholding Algorithm for

@@ -41,11 +41,10 @@ def prox_l1(x, threshold):
         x: tensor.
         threshold: `t >= 0`, a scalar or a tensor broadcastable to `x`.
 
-    Example:
-
-    >>> y = keras_reg.prox.prox_l1(np.array([-2.0, 0.5, 3.0]), 1.0)
-    >>> keras.ops.convert_to_numpy(y).tolist()
-    [-1.0, 0.0, 2.0]
+    Examples:
+        >>> y = keras_reg.prox.prox_l1(np.array([-2.0, 0.5, 3.0]), 1.0)
+        >>> keras.ops.convert_to_numpy(y).tolist()
+        [-1.0, 0.0, 2.0]
     """
     x = ops.convert_to_tensor(x)
     return ops.sign(x) * ops.relu(ops.abs(x) - _as(threshold, x))

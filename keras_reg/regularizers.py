@@ -122,12 +122,11 @@ class L1(_Regularizer):
     Args:
         l1: non-negative float, the strength. Defaults to `0.01`.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L1(0.01))
-    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
-    >>> round(float(keras_reg.L1(0.01)(w)), 6)  # 0.01 * (1 + 2 + 0 + 3)
-    0.06
+    Examples:
+        >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L1(0.01))
+        >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+        >>> round(float(keras_reg.L1(0.01)(w)), 6)  # 0.01 * (1 + 2 + 0 + 3)
+        0.06
 
     References:
         Tibshirani, "Regression Shrinkage and Selection via the Lasso",
@@ -154,12 +153,11 @@ class L2(_Regularizer):
     Args:
         l2: non-negative float, the strength. Defaults to `0.01`.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L2(0.01))
-    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
-    >>> round(float(keras_reg.L2(0.01)(w)), 6)  # 0.01 * (1 + 4 + 0 + 9), no 1/2
-    0.14
+    Examples:
+        >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L2(0.01))
+        >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+        >>> round(float(keras_reg.L2(0.01)(w)), 6)  # 0.01 * (1 + 4 + 0 + 9), no 1/2
+        0.14
     """
 
     def __init__(self, l2=0.01):
@@ -183,12 +181,11 @@ class L1L2(_Regularizer):
         l1: non-negative float. Defaults to `0.0`.
         l2: non-negative float. Defaults to `0.0`.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L1L2(l1=1e-4, l2=1e-3))
-    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
-    >>> round(float(keras_reg.L1L2(l1=0.01, l2=0.01)(w)), 6)  # 0.01 * 6 + 0.01 * 14
-    0.2
+    Examples:
+        >>> layer = keras.layers.Dense(64, kernel_regularizer=keras_reg.L1L2(l1=1e-4, l2=1e-3))
+        >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+        >>> round(float(keras_reg.L1L2(l1=0.01, l2=0.01)(w)), 6)  # 0.01 * 6 + 0.01 * 14
+        0.2
     """
 
     def __init__(self, l1=0.0, l2=0.0):
@@ -223,13 +220,12 @@ class ElasticNet(_Regularizer):
         alpha: non-negative float, the overall strength. Defaults to `0.01`.
         l1_ratio: float in [0, 1], the share of the L1 term. Defaults to `0.5`.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(
-    ...     32, kernel_regularizer=keras_reg.ElasticNet(alpha=0.01, l1_ratio=0.5))
-    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
-    >>> round(float(keras_reg.ElasticNet(alpha=0.1, l1_ratio=0.5)(w)), 6)  # 0.1 * (3 + 3.5)
-    0.65
+    Examples:
+        >>> layer = keras.layers.Dense(
+        ...     32, kernel_regularizer=keras_reg.ElasticNet(alpha=0.01, l1_ratio=0.5))
+        >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+        >>> round(float(keras_reg.ElasticNet(alpha=0.1, l1_ratio=0.5)(w)), 6)  # 0.1 * (3 + 3.5)
+        0.65
 
     References:
         Zou & Hastie, "Regularization and variable selection via the elastic
@@ -312,14 +308,13 @@ class GroupLasso(_GroupRegularizer):
         axis: integer, the axis whose indices are the groups. Defaults to `-1`.
             Checked against the weight when the penalty is first computed.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(
-    ...     64, kernel_regularizer=keras_reg.GroupLasso(0.01, axis=0))
-    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
-    >>> reg = keras_reg.GroupLasso(0.1, axis=0)  # two groups: the rows [1, -2] and [0, 3]
-    >>> round(float(reg(w)), 4)  # 0.1 * sqrt(2) * (sqrt(5) + 3)
-    0.7405
+    Examples:
+        >>> layer = keras.layers.Dense(
+        ...     64, kernel_regularizer=keras_reg.GroupLasso(0.01, axis=0))
+        >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+        >>> reg = keras_reg.GroupLasso(0.1, axis=0)  # two groups: the rows [1, -2] and [0, 3]
+        >>> round(float(reg(w)), 4)  # 0.1 * sqrt(2) * (sqrt(5) + 3)
+        0.7405
 
     References:
         Yuan & Lin, "Model selection and estimation in regression with grouped
@@ -359,14 +354,13 @@ class SparseGroupLasso(_GroupRegularizer):
         l1_ratio: float in [0, 1], the share of the L1 term. Defaults to `0.5`.
         axis: integer, the axis whose indices are the groups. Defaults to `-1`.
 
-    Example:
-
-    >>> layer = keras.layers.Conv2D(
-    ...     16, 3, kernel_regularizer=keras_reg.SparseGroupLasso(1e-3, 0.5, axis=-1))
-    >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
-    >>> reg = keras_reg.SparseGroupLasso(0.1, l1_ratio=0.5, axis=-1)  # columns as groups
-    >>> round(float(reg(w)), 4)  # 0.1 * (0.5 * 6 + 0.5 * sqrt(2) * (1 + sqrt(13)))
-    0.6257
+    Examples:
+        >>> layer = keras.layers.Conv2D(
+        ...     16, 3, kernel_regularizer=keras_reg.SparseGroupLasso(1e-3, 0.5, axis=-1))
+        >>> w = np.array([[1.0, -2.0], [0.0, 3.0]], "float32")
+        >>> reg = keras_reg.SparseGroupLasso(0.1, l1_ratio=0.5, axis=-1)  # columns as groups
+        >>> round(float(reg(w)), 4)  # 0.1 * (0.5 * 6 + 0.5 * sqrt(2) * (1 + sqrt(13)))
+        0.6257
 
     References:
         Simon, Friedman, Hastie & Tibshirani, "A Sparse-Group Lasso", JCGS

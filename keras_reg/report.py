@@ -221,22 +221,21 @@ def sparsity_report(model, threshold=0.0, track="kernels"):
     Raises:
         ValueError: for a bad argument, or when `track` selects no weight.
 
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")], name="m")
-    >>> kernel = np.array([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 0], [0, 0, 0]])
-    >>> _ = model.get_layer("d").kernel.assign(kernel)
-    >>> report = keras_reg.sparsity_report(model)
-    >>> row = report.rows[0]
-    >>> row.zeros, row.zero_inputs, row.zero_units, round(report.sparsity, 4)
-    (10, 2, 1, 0.8333)
-    >>> print(report)
-    Zeros: |w| <= 0
-    weight      shape   size  zeros  sparsity  zero inputs  zero units
-    ------------------------------------------------------------------
-    m/d/kernel  (4, 3)    12     10    83.33%          2/4         1/3
-    ------------------------------------------------------------------
-    total                 12     10    83.33%
+    Examples:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")], name="m")
+        >>> kernel = np.array([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 0], [0, 0, 0]])
+        >>> _ = model.get_layer("d").kernel.assign(kernel)
+        >>> report = keras_reg.sparsity_report(model)
+        >>> row = report.rows[0]
+        >>> row.zeros, row.zero_inputs, row.zero_units, round(report.sparsity, 4)
+        (10, 2, 1, 0.8333)
+        >>> print(report)
+        Zeros: |w| <= 0
+        weight      shape   size  zeros  sparsity  zero inputs  zero units
+        ------------------------------------------------------------------
+        m/d/kernel  (4, 3)    12     10    83.33%          2/4         1/3
+        ------------------------------------------------------------------
+        total                 12     10    83.33%
     """
     threshold = check_float(threshold, "threshold", "sparsity_report")
     track = _sparsity.check_track(track, "sparsity_report")

@@ -48,17 +48,16 @@ class StrengthScheduler(keras.callbacks.Callback):
             every keras_reg regularizer of the model (kernel, bias, activity).
         verbose: 1 prints the scale at each change.
 
-    Example:
-
-    >>> model = keras.Sequential([
-    ...     keras.Input((3,)), keras.layers.Dense(1, kernel_regularizer=keras_reg.L1(0.01))
-    ... ])
-    >>> model.compile("sgd", "mse")
-    >>> warm_up = keras_reg.StrengthScheduler(lambda epoch, scale: min(1.0, epoch / 2))
-    >>> x, y = np.ones((8, 3)), np.ones((8, 1))
-    >>> history = model.fit(x, y, epochs=4, verbose=0, callbacks=[warm_up])
-    >>> [float(s) for s in history.history["strength_scale"]]  # 0 to full strength
-    [0.0, 0.5, 1.0, 1.0]
+    Examples:
+        >>> model = keras.Sequential([
+        ...     keras.Input((3,)), keras.layers.Dense(1, kernel_regularizer=keras_reg.L1(0.01))
+        ... ])
+        >>> model.compile("sgd", "mse")
+        >>> warm_up = keras_reg.StrengthScheduler(lambda epoch, scale: min(1.0, epoch / 2))
+        >>> x, y = np.ones((8, 3)), np.ones((8, 1))
+        >>> history = model.fit(x, y, epochs=4, verbose=0, callbacks=[warm_up])
+        >>> [float(s) for s in history.history["strength_scale"]]  # 0 to full strength
+        [0.0, 0.5, 1.0, 1.0]
     """
 
     def __init__(self, schedule, regularizers=None, verbose=0):

@@ -1,33 +1,81 @@
-"""The README's quick start runs as written (with `x, y` from load_breast_cancer)."""
+"""The README runs as written: its python blocks, top to bottom, in one fresh process.
 
+Nothing is injected: the blocks are joined into one script and run by a new interpreter in an
+empty folder, as a reader pasting them would. Its output must be the README's ```text blocks, and
+each ```console command must print what the README shows under it. The numbers are those of
+TensorFlow on CPU; other backends draw other initial weights, so there only the run is checked.
+"""
+
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
+import keras
+import pytest
 
 README = Path(__file__).parent.parent / "README.md"
 
-
-def quick_start_blocks():
-    text = README.read_text()
-    section = text[text.index("## Quick start") : text.index("## The penalties")]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+pytestmark = pytest.mark.slow
 
 
-def test_quick_start_runs(tmp_path, monkeypatch, capsys):
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.preprocessing import StandardScaler
+def blocks(kind):
+    return re.findall(rf"^```{kind}\n(.*?)^```$", README.read_text(), flags=re.S | re.M)
 
-    monkeypatch.chdir(tmp_path)
-    x, y = load_breast_cancer(return_X_y=True)
-    namespace = {"x": StandardScaler().fit_transform(x).astype("float32"), "y": y}
-    blocks = quick_start_blocks()
-    assert len(blocks) == 3
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)
-    sparsity = namespace["history"].history["sparsity"]
-    assert len(sparsity) == 20 and sparsity[-1] > 0.2  # exact zeros, as the README says
-    assert (tmp_path / "model.keras").exists()
-    assert "total" in capsys.readouterr().out  # the printed report's total row
-    reloaded = namespace["model"]
-    np.testing.assert_allclose(reloaded.predict(namespace["x"][:5], verbose=0).shape, (5, 1))
+
+def run(command, cwd, **kwargs):
+    # A reader's defaults: TensorFlow's oneDNN ops on (they change results at round-off level).
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # The console script lives beside this interpreter, as it would in the reader's environment.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def readme_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("readme")
+    script = folder / "readme.py"
+    script.write_text("\n".join(blocks("python")))
+    return folder, run([sys.executable, str(script)], folder)
+
+
+def test_the_python_blocks_run_in_order_in_a_fresh_process(readme_run):
+    folder, done = readme_run
+    assert len(blocks("python")) >= 3
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (folder / "classifier.keras").exists()
+    assert "reloaded, same predictions: True" in done.stdout
+
+
+def test_the_printed_output_is_what_the_readme_shows(readme_run):
+    _, done = readme_run
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the README's numbers are TensorFlow's")
+    assert done.stdout == "".join(blocks("text"))
+
+
+def test_the_console_commands_print_what_the_readme_shows(readme_run):
+    folder, done = readme_run
+    assert done.returncode == 0
+    for block in blocks("console"):
+        command, *expected = block.splitlines()
+        assert command.startswith("$ ")
+        # TODO(merge): the report still imports Keras until the NumPy reader lands; then drop
+        # this variable and check that stderr is empty without it.
+        result = run(f"TF_ENABLE_ONEDNN_OPTS=0 {command[2:]}", folder, shell=True)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""  # not one line from TensorFlow either
+        if keras.backend.backend() == "tensorflow":
+            assert result.stdout.splitlines() == expected
+
+
+def test_blocks_not_meant_to_run_are_not_marked_python():
+    fences = re.findall(r"^```(\w*)$", README.read_text(), flags=re.M)
+    openings = fences[0::2]
+    assert set(openings) <= {"python", "text", "console", "bash"}, openings
+    for block in blocks("bash"):
+        assert "import " not in block  # python code belongs in a python block
