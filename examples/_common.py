@@ -6,12 +6,16 @@ The examples import it as `_common`: running `python examples/NAME.py` puts `exa
 
 import argparse
 import os
+import sys
 
 # TensorFlow prints log lines when it is imported, and with 2.21 TF_CPP_MIN_LOG_LEVEL alone no
 # longer hides the oneDNN notice: the examples set both before any of them imports Keras. (oneDNN's
 # custom CPU ops change results only at float round-off; set the variable to 1 to keep them.)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Only before TensorFlow is loaded: afterwards they would not describe this process, yet reach
+# the processes it starts (the demo reloads its models in one and compares bit for bit).
+if "tensorflow" not in sys.modules:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_breast_cancer, load_digits  # noqa: E402
