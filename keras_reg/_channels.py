@@ -90,6 +90,25 @@ def _weight_names(layer):
     return [v.path.rsplit("/", 1)[-1] for v in layer.weights]
 
 
+def _numpy(variable):
+    return np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+
+
+def _elementwise(fn, *arrays):
+    """`fn` (a Keras activation, layer or op) on float64 vectors, computed in float32.
+
+    The vectors are padded to a power-of-two length, so that backends that
+    compile each new shape (JAX) see a handful of shapes, not one per layer.
+    """
+    size = len(arrays[0])
+    padded_size = 1 << max(3, (size - 1).bit_length())
+    padded = [np.zeros(padded_size, np.float32) for _ in arrays]
+    for buffer, array in zip(padded, arrays, strict=True):
+        buffer[:size] = array
+    out = np.asarray(keras.ops.convert_to_numpy(fn(*padded)), np.float64).reshape(-1)
+    return out[:size]
+
+
 def _pads(layer, input_shape):
     """Whether a convolution adds border zeros: "same" padding that pads, or "causal"."""
     padding = getattr(layer, "padding", "valid")
@@ -350,9 +369,7 @@ class ChannelGraph:
         return np.tile(kind, repeat), np.tile(value, repeat)
 
     def _activated(self, activation, is_var, z):
-        values = np.asarray(
-            keras.ops.convert_to_numpy(activation(np.asarray(z, np.float32))), np.float64
-        )
+        values = _elementwise(activation, z)
         kind = np.where(is_var, VAR, np.where(values == 0, ZERO, CONST)).astype(np.int8)
         return kind, np.where(is_var, 0.0, values)
 
@@ -415,12 +432,9 @@ class ChannelGraph:
         return None
 
     def _evaluate(self, call, fn):
-        """The state after an element-wise map with per-channel parameters."""
-        tid = call.inputs[0]
-        kind, value = self.state[tid]
-        rank = len(call.input_shapes[0])
-        x = np.where(kind == VAR, 0.0, value).astype(np.float32).reshape((1,) * (rank - 1) + (-1,))
-        out = np.asarray(keras.ops.convert_to_numpy(fn(x)), np.float64).reshape(-1)
+        """The state after an element-wise map `fn` of NumPy arrays."""
+        kind, value = self.state[call.inputs[0]]
+        out = fn(np.where(kind == VAR, 0.0, value))
         new_kind = np.where(kind == VAR, VAR, np.where(out == 0, ZERO, CONST)).astype(np.int8)
         return new_kind, np.where(kind == VAR, 0.0, out)
 
@@ -434,10 +448,14 @@ class ChannelGraph:
             return f"it normalizes axis {layer.axis}, not the channels (last) axis"
         tid = call.inputs[0]
         self._same_layout(call.outputs[0], tid)
-        kind, value = self._evaluate(call, lambda x: layer(x, training=False))
+        weights = {v.path.rsplit("/", 1)[-1]: _numpy(v) for v in layer.weights}
+        ones = np.ones(self.channels(tid))
+        gamma = weights.get("gamma", ones)
+        beta = weights.get("beta", 0 * ones)
+        scale = gamma / np.sqrt(weights["moving_variance"] + layer.epsilon)
+        # Inference-mode BatchNorm, in float64 (the backend computes it in float32).
+        kind, value = self._evaluate(call, lambda x: (x - weights["moving_mean"]) * scale + beta)
         if layer.scale:  # gamma == 0 maps anything to beta
-            gamma = np.asarray(layer.gamma)
-            beta = np.asarray(layer.beta, np.float64) if layer.center else np.zeros_like(gamma)
             flat = gamma == 0
             kind = np.where(flat, np.where(beta == 0, ZERO, CONST), kind).astype(np.int8)
             value = np.where(flat, beta, value)
@@ -452,7 +470,7 @@ class ChannelGraph:
         if type(layer) is keras.layers.Activation and activation_name(layer.activation) is None:
             return f"its activation {layer.activation!r} is not applied element by element"
         self._same_layout(call.outputs[0], call.inputs[0])
-        self.state[call.outputs[0]] = self._evaluate(call, layer)
+        self.state[call.outputs[0]] = self._evaluate(call, lambda x: _elementwise(layer, x))
         return None
 
     def _rescaling(self, call):
@@ -582,9 +600,12 @@ class ChannelGraph:
         tensors = call.node.input_tensors
 
         def combine(values):
-            feed = {id(t): np.asarray(v, np.float32) for t, v in zip(tensors, values, strict=True)}
-            a, kw = call.node.arguments.fill_in(feed)
-            return keras.ops.convert_to_numpy(call.op(*a, **kw))
+            def apply(*padded):
+                feed = {id(t): v for t, v in zip(tensors, padded, strict=True)}
+                a, kw = call.node.arguments.fill_in(feed)
+                return call.op(*a, **kw)
+
+            return _elementwise(apply, *values)
 
         self.state[call.outputs[0]] = self._join_state(
             call.inputs, combine, multiply=type(call.op).__name__ == "Multiply"
