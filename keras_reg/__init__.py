@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr
     from keras_reg.optimizers import Proximal  # noqa: F401
     from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso  # noqa: F401
     from keras_reg.report import SparsityReport, SparsityRow, sparsity_report  # noqa: F401
+    from keras_reg.shrinking import LayerChange, ShrinkPlan, plan_shrink, shrink  # noqa: F401
     from keras_reg.strength import StrengthScheduler  # noqa: F401
 
 # Public name -> the module that defines it ("" for a submodule of that name).
@@ -36,14 +37,18 @@ _EXPORTS = {
     "L1": "regularizers",
     "L1L2": "regularizers",
     "L2": "regularizers",
+    "LayerChange": "shrinking",
     "Proximal": "optimizers",
+    "ShrinkPlan": "shrinking",
     "SparseGroupLasso": "regularizers",
     "SparsityLogger": "callbacks",
     "SparsityReport": "report",
     "SparsityRow": "report",
     "StrengthScheduler": "strength",
     "apply_regularizer": "attach",
+    "plan_shrink": "shrinking",
     "prox": "",
+    "shrink": "shrinking",
     "sparsity_report": "report",
 }
 
