@@ -50,6 +50,7 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels"):
             "The 'model' argument of apply_regularizer must be built (call it on data or "
             f"give it an Input). Received: the unbuilt model {model.name!r}"
         )
+    given = regularizer
     if isinstance(regularizer, str):
         try:
             regularizer = keras.regularizers.get(regularizer)
@@ -58,7 +59,8 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels"):
     if not isinstance(regularizer, keras.regularizers.Regularizer):
         raise ValueError(
             "The 'regularizer' argument of apply_regularizer must be a keras Regularizer "
-            f"instance, such as keras_reg.L2(1e-4). Received: regularizer={regularizer!r}"
+            "instance, such as keras_reg.L2(1e-4), or the name of one of Keras' own "
+            f"('l1', 'l2', 'l1_l2'). Received: regularizer={given!r}"
         )
     if weights not in ("kernels", "biases", "all"):
         raise ValueError(

@@ -134,6 +134,10 @@ class Proximal(keras.optimizers.Optimizer):
     that a coordinate without gradient, whose step is about `lr / epsilon`,
     cannot blow up its group's step.
 
+    Refused: an optimizer with `use_ema=True` (an average of weights that
+    reached zero is not zero, and its overwrite would undo the sparsity), and
+    `SGD` or `RMSprop` with `momentum >= 1` (an infinite step).
+
     Mixed precision: let `compile()` wrap it (`LossScaleOptimizer(Proximal(...))`);
     wrapping a `LossScaleOptimizer` in `Proximal` is refused. Learning-rate
     schedules, `clipnorm`/`clipvalue`/`global_clipnorm` (on the wrapped
@@ -196,6 +200,7 @@ class Proximal(keras.optimizers.Optimizer):
                 f"identifier such as 'sgd'. Received: optimizer={optimizer!r} of type "
                 f"{type(optimizer).__name__}"
             )
+        _check_inner(optimizer)
         super().__init__(learning_rate=0.0, name=name or "proximal")
         self.inner_optimizer = optimizer
         self._rule = _step_rule(optimizer) or _scalar_lr
@@ -296,8 +301,35 @@ class Proximal(keras.optimizers.Optimizer):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         check_config_keys(config, ("name", "optimizer"), "Proximal")
+        if "optimizer" not in config:
+            raise ValueError(
+                "The config of Proximal must hold the wrapped optimizer under 'optimizer'. "
+                f"Received: config={config!r}"
+            )
         config = dict(config)
         optimizer = keras.saving.deserialize_keras_object(
             config.pop("optimizer"), custom_objects=custom_objects
         )
         return cls(optimizer, **config)
+
+
+def _check_inner(optimizer):
+    """Refuses wrapped optimizers whose settings make the proximal step meaningless."""
+    if getattr(optimizer, "use_ema", False):
+        # The average of a weight that reached zero is not zero: the EMA overwrite
+        # (periodic, and at the end of fit) would replace the sparse weights by
+        # dense averages, silently undoing what the proximal steps found.
+        raise ValueError(
+            "The 'optimizer' argument of Proximal must not use an exponential moving "
+            "average of the weights (use_ema=True): the averaged weights are not sparse and "
+            "would overwrite the sparse ones. Received: optimizer="
+            f"{type(optimizer).__name__}(use_ema=True)"
+        )
+    momentum = getattr(optimizer, "momentum", None)
+    if _step_rule(optimizer) in (_sgd, _rmsprop) and momentum is not None and momentum >= 1:
+        # The step the optimizer settles to is lr / (1 - momentum): infinite.
+        raise ValueError(
+            "The 'optimizer' argument of Proximal must have momentum < 1: its steady step, "
+            "learning_rate / (1 - momentum), is the proximal step, and is infinite at "
+            f"momentum 1. Received: optimizer={type(optimizer).__name__}(momentum={momentum!r})"
+        )
