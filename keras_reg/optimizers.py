@@ -5,6 +5,7 @@ import warnings
 import keras
 from keras import ops
 
+from keras_reg import _keras_private as _private
 from keras_reg import regularizers as _regs
 from keras_reg._autodiff import gradient as _gradient
 from keras_reg._validation import check_config_keys
@@ -39,7 +40,7 @@ def _as_proximal(regularizer):
 
 
 def _slot(opt, name, variable):
-    return getattr(opt, name)[opt._get_variable_index(variable)]
+    return _private.slot(opt, name, variable)
 
 
 def _sgd(opt, variable, lr, t):
@@ -82,6 +83,15 @@ _STEP_RULES = (
     (keras.optimizers.RMSprop, _rmsprop),
     (keras.optimizers.Adagrad, _adagrad),
 )
+
+
+# The optimizer state each rule reads: checked at build time (see `Proximal.build`).
+def _rule_slots(rule, optimizer):
+    if rule is _adam:
+        return ("_velocity_hats",) if optimizer.amsgrad else ("_velocities",)
+    if rule is _rmsprop:
+        return ("_velocities", "_average_gradients") if optimizer.centered else ("_velocities",)
+    return {_adamax: ("_u",), _nadam: ("_velocities",), _adagrad: ("_accumulators",)}.get(rule, ())
 
 
 def _step_rule(optimizer):
@@ -206,6 +216,12 @@ class Proximal(keras.optimizers.Optimizer):
         self._rule = _step_rule(optimizer) or _scalar_lr
 
     def build(self, var_list):
+        self.inner_optimizer.build(var_list)
+        # A Keras release that renamed the state a rule reads: the learning-rate step.
+        if not _private.has_slots(
+            self.inner_optimizer, _rule_slots(self._rule, self.inner_optimizer)
+        ):
+            self._rule = _scalar_lr
         if self._rule is _scalar_lr and any(_as_proximal(v.regularizer) for v in var_list):
             warnings.warn(
                 f"keras_reg.Proximal cannot read the per-coordinate step of "
@@ -213,7 +229,6 @@ class Proximal(keras.optimizers.Optimizer):
                 "rate, so penalty strengths are relative to that optimizer's step size.",
                 stacklevel=2,
             )
-        self.inner_optimizer.build(var_list)
         super().build(var_list)
 
     @property
@@ -269,7 +284,7 @@ class Proximal(keras.optimizers.Optimizer):
         lr = inner.learning_rate
         t = inner.iterations + 1
         steps = inner.gradient_accumulation_steps
-        updates = None if not steps else ops.equal((inner._iterations + 1) % steps, 0)
+        updates = None if not steps else ops.equal((_private.raw_iterations(inner) + 1) % steps, 0)
         inner.apply(grads, trainable_variables)
 
         for grad, variable, reg in zip(grads, trainable_variables, regs, strict=True):
@@ -283,11 +298,9 @@ class Proximal(keras.optimizers.Optimizer):
 
     @staticmethod
     def _penalty_gradient(reg, variable):
-        from keras.src.losses.loss import scale_loss_for_distribution
-
         # Keras scales each replica's extra losses by 1 / replicas (tf.distribute);
         # the gradient to take out of this replica's gradient is scaled alike.
-        return scale_loss_for_distribution(_gradient(reg, variable.value))
+        return _private.scale_loss_for_distribution(_gradient(reg, variable.value))
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)

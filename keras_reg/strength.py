@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_reg import _keras_private as _private
 from keras_reg._validation import check_float
 from keras_reg.regularizers import _Regularizer
 
@@ -11,7 +12,7 @@ __all__ = ["StrengthScheduler"]
 def model_regularizers(model):
     """The distinct keras_reg regularizers of a model: weights' and activity ones."""
     found, seen = [], set()
-    layers = model._flatten_layers(include_self=True)
+    layers = _private.flatten_layers(model, include_self=True)
     candidates = [v.regularizer for v in model.weights if getattr(v, "regularizer", None)]
     candidates += [layer.activity_regularizer for layer in layers]
     for reg in candidates:
