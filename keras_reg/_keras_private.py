@@ -15,7 +15,8 @@ its name is gone:
   version and this module.
 
 Names used (Keras 3.15): `Optimizer._get_variable_index`, `_velocities`,
-`_velocity_hats`, `_u`, `_accumulators`, `_average_gradients`, `_iterations`;
+`_velocity_hats`, `_u`, `_accumulators`, `_average_gradients`, `_iterations`,
+`_variables`, `_trainable_variables`;
 `Layer._flatten_layers`, `_trainable_variables`, `_non_trainable_variables`;
 `keras.src.models.functional.Functional`; `MultiHeadAttention._kernel_regularizer`
 and `_bias_regularizer`. `tests/test_keras_private.py` checks
@@ -61,6 +62,16 @@ def raw_iterations(optimizer):
     if not hasattr(optimizer, "_iterations"):
         raise _missing("Optimizer._iterations (for gradient_accumulation_steps)")
     return optimizer._iterations
+
+
+def optimizer_variables(optimizer):
+    """The variables an optimizer created itself (`BaseOptimizer._variables`)."""
+    return optimizer._variables
+
+
+def optimizer_trainable_variables(optimizer):
+    """The model variables an optimizer was built for (`BaseOptimizer._trainable_variables`)."""
+    return optimizer._trainable_variables
 
 
 def scale_loss_for_distribution(value):

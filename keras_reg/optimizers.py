@@ -233,22 +233,23 @@ class Proximal(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return _private.optimizer_variables(self) + self.inner_optimizer.variables
 
     # `variables` lists the inner optimizer's state too (JAX's stateless_apply maps
     # them), but Keras saves the inner optimizer as a child object already: save
     # only this wrapper's own variables, or the state is stored twice.
     def save_own_variables(self, store):
-        for i, variable in enumerate(self._variables):
+        for i, variable in enumerate(_private.optimizer_variables(self)):
             store[str(i)] = variable.numpy()
 
     def load_own_variables(self, store):
-        if len(store.keys()) != len(self._variables):
+        own = _private.optimizer_variables(self)
+        if len(store.keys()) != len(own):
             raise ValueError(
-                f"Proximal expected {len(self._variables)} variables of its own in the saved "
+                f"Proximal expected {len(own)} variables of its own in the saved "
                 f"file, found {len(store.keys())}: the file was not saved by this version."
             )
-        for i, variable in enumerate(self._variables):
+        for i, variable in enumerate(own):
             variable.assign(store[str(i)])
 
     @property
@@ -265,7 +266,7 @@ class Proximal(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None:
-            trainable_variables = self._trainable_variables
+            trainable_variables = _private.optimizer_trainable_variables(self)
         else:
             trainable_variables = list(trainable_variables)
             if not self.built:
