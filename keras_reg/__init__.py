@@ -11,7 +11,17 @@ from keras_reg import prox
 from keras_reg.attach import apply_regularizer
 from keras_reg.callbacks import SparsityLogger
 from keras_reg.optimizers import Proximal
-from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
+from keras_reg.regularizers import (
+    L1,
+    L1L2,
+    L2,
+    ElasticNet,
+    GroupLasso,
+    SparseGroupLasso,
+    l1,
+    l1_l2,
+    l2,
+)
 from keras_reg.report import SparsityReport, SparsityRow, sparsity_report
 from keras_reg.shrinking import LayerChange, ShrinkPlan, plan_shrink, shrink
 from keras_reg.strength import StrengthScheduler
@@ -32,6 +42,9 @@ __all__ = [
     "SparsityRow",
     "__version__",
     "apply_regularizer",
+    "l1",
+    "l1_l2",
+    "l2",
     "plan_shrink",
     "prox",
     "shrink",

@@ -12,7 +12,8 @@ import json
 import math
 import sys
 
-from keras_reg._archive import ArchiveError, read_weights
+from keras_reg._archive import ArchiveError, count_weights, printable
+from keras_reg._validation import check_float
 
 PROG = "keras-reg"
 
@@ -30,7 +31,9 @@ Weights are named as Keras names them in weight.path: layer names, then the
 weight's name, e.g. "dense_1/kernel" or "sequential/dense_1/kernel". A weight
 of a layer that is not one of Keras' own Dense, Conv, Embedding or
 normalization layers is named by its stored position, e.g. "my_block/vars/0".
-Optimizer variables are never counted.
+Optimizer variables are never counted. A stored dataset that cannot be
+counted (no dataspace, long double, strings, links) is listed after the table
+as not counted. Memory stays bounded by one block of one weight.
 """
 
 _EPILOG = """\
@@ -39,7 +42,8 @@ examples:
   keras-reg report model.keras --threshold 1e-3
   keras-reg report model.keras --json > sparsity.json
 
-exit status: 0 on success, 2 for a missing or unreadable file or a bad argument.
+exit status: 0 on success, 2 for a missing, unreadable or refused file (not a
+regular file, not a .keras archive, crafted) or a bad argument.
 """
 
 
@@ -47,6 +51,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (no usage dump)."""
 
     def error(self, message):
+        message = printable(message)  # it may quote a command-line argument
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -55,11 +60,15 @@ def _threshold(text):
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0:
+    try:
+        # Weights are float32: a larger threshold would round to inf, and
+        # |inf| <= inf would count diverged weights as zeros.
+        return check_float(value, "threshold", "keras-reg report")
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"must be a non-negative number, e.g. 0 or 1e-3; received {text!r}"
-        )
-    return value
+            "must be a non-negative number that fits in float32 (at most 3.4028235e+38), "
+            f"e.g. 0 or 1e-3; received {text!r}"
+        ) from None
 
 
 def _parser():
@@ -88,7 +97,8 @@ def _parser():
     report.add_argument(
         "--json",
         action="store_true",
-        help='print JSON: {"file", "threshold", "sparsity", "size", "zeros", "rows": [...]}',
+        help='print JSON: {"file", "threshold", "sparsity", "size", "zeros", "rows": [...], '
+        '"skipped": [{"path", "reason"}, ...]}',
     )
     report.add_argument(
         "--all",
@@ -104,18 +114,55 @@ def main(argv=None):
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code
+    return _COMMANDS[args.command](args)
+
+
+def _report(args):
     try:
-        weights = read_weights(args.model, min_rank=0 if args.all else 2)
+        counted, skipped = count_weights(
+            args.model, threshold=args.threshold, min_rank=0 if args.all else 2
+        )
     except ArchiveError as exc:
         print(f"{PROG} report: error: {exc}", file=sys.stderr)
         return 2
-    from keras_reg.report import build_report  # imports Keras: only once the file is read
-
-    names = [name for name, _ in weights]
-    report = build_report(names, [value for _, value in weights], args.threshold)
     if args.json:
-        print(json.dumps({"file": args.model, **report.to_dict()}, indent=2))
-    else:
-        print(f"{args.model}: {len(report.rows)} weights")
-        print(report)
+        report = _build_report(counted, args.threshold, name=str)
+        skipped = [{"path": name, "reason": reason} for name, reason in skipped]
+        print(json.dumps({"file": args.model, **report.to_dict(), "skipped": skipped}, indent=2))
+        return 0
+    # Names come from the file: escape what would drive the terminal.
+    report = _build_report(counted, args.threshold, name=printable)
+    print(f"{printable(args.model)}: {len(report.rows)} weights")
+    print(report)
+    if skipped:
+        print(f"Not counted ({len(skipped)}):")
+        for name, reason in skipped:
+            print(f"  {printable(name)}: {printable(reason)}")
     return 0
+
+
+def _build_report(counted, threshold, name):
+    from keras_reg.report import SparsityReport, SparsityRow  # imports Keras: only once read
+
+    rows = []
+    for path, shape, c in counted:
+        size = math.prod(shape)
+        rank2 = c.zero_rows is not None
+        rows.append(
+            SparsityRow(
+                path=name(path),
+                shape=shape,
+                size=size,
+                zeros=c.zeros,
+                sparsity=c.zeros / size if size else 0.0,
+                zero_rows=(c.zero_rows / shape[0] if shape[0] else 0.0) if rank2 else None,
+                zero_cols=(c.zero_cols / shape[-1] if shape[-1] else 0.0) if rank2 else None,
+                zero_row_count=c.zero_rows,
+                zero_col_count=c.zero_cols,
+            )
+        )
+    return SparsityReport(rows, threshold)
+
+
+# One handler per subcommand: adding a command is a parser entry and a function here.
+_COMMANDS = {"report": _report}
