@@ -19,8 +19,11 @@ Names used (Keras 3.15): `Optimizer._get_variable_index`, `_velocities`,
 `_variables`, `_trainable_variables`;
 `Layer._flatten_layers`, `_trainable_variables`, `_non_trainable_variables`;
 `keras.src.models.functional.Functional`; `MultiHeadAttention._kernel_regularizer`
-and `_bias_regularizer`. `tests/test_keras_private.py` checks
-every one of them against the installed Keras.
+and `_bias_regularizer`; `Functional._nodes_by_depth`, `Functional._run_through_graph`
+and `Sequential._functional` (the graph `shrink` reads and reruns); the modules
+`keras.src.ops.numpy` and `keras.src.ops.nn`, where `keras.ops` functions keep
+their graph operations. `tests/test_keras_private.py` checks every one of them
+against the installed Keras.
 """
 
 import keras
@@ -34,6 +37,8 @@ OPTIMIZER_SLOTS = (
     "_average_gradients",
 )
 LAYER_NAMES = ("_flatten_layers", "_trainable_variables", "_non_trainable_variables")
+# A functional graph as Keras' own `clone_model` reads and reruns it (`shrink`).
+GRAPH_NAMES = ("_nodes_by_depth", "_run_through_graph", "_functional")
 
 
 def _missing(what):
@@ -121,8 +126,49 @@ def regularizer_attribute(layer, slot):
 
 def is_functional(model):
     """True for a model built from a graph of layers (`keras.Model(inputs, outputs)`)."""
+    return isinstance(model, functional_class())
+
+
+def functional_class():
+    """The class of models built from a graph of layers."""
     try:
         from keras.src.models.functional import Functional
     except ImportError:
         raise _missing("keras.src.models.functional.Functional") from None
-    return isinstance(model, Functional)
+    return Functional
+
+
+def sequential_graph(model):
+    """The functional graph a built Sequential model runs, or None before it is built."""
+    if not hasattr(model, "_functional"):
+        raise _missing("Sequential._functional")
+    return model._functional
+
+
+def nodes_by_depth(graph):
+    """A functional graph's nodes, deepest (the inputs) first: the order to run them in."""
+    if not hasattr(graph, "_nodes_by_depth"):
+        raise _missing("Functional._nodes_by_depth")
+    by_depth = graph._nodes_by_depth
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def run_through_graph(graph, inputs, operation_fn):
+    """Reruns a functional graph on new inputs, calling `operation_fn(op)` for each op.
+
+    This is how `keras.models.clone_model` rebuilds a functional model.
+    """
+    if not hasattr(graph, "_run_through_graph"):
+        raise _missing("Functional._run_through_graph")
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+# Where `keras.ops` keeps the operations that functional graphs record (`x + 1.0`).
+OPS_MODULES = ("keras.src.ops.numpy", "keras.src.ops.nn")
+
+
+def keras_op_name(op):
+    """The class name of a `keras.ops` graph operation (e.g. `"Add"`), or None for others."""
+    if isinstance(op, keras.layers.Layer) or type(op).__module__ not in OPS_MODULES:
+        return None
+    return type(op).__name__

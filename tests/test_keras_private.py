@@ -17,7 +17,13 @@ PACKAGE = pathlib.Path(keras_reg.__file__).parent
 
 def test_no_private_keras_name_outside_the_one_module():
     """`keras.src` and the private attributes listed in _keras_private appear nowhere else."""
-    names = (*private.OPTIMIZER_SLOTS, *private.LAYER_NAMES, "_get_variable_index", "_iterations")
+    names = (
+        *private.OPTIMIZER_SLOTS,
+        *private.LAYER_NAMES,
+        *private.GRAPH_NAMES,
+        "_get_variable_index",
+        "_iterations",
+    )
     pattern = re.compile(r"keras\.src|" + "|".join(rf"\.{re.escape(n)}\b" for n in names))
     offenders = []
     for path in sorted(PACKAGE.glob("*.py")):
@@ -63,6 +69,16 @@ def test_layer_names_exist_in_this_keras():
     assert private.is_functional(model) and not private.is_functional(keras.Sequential())
     assert private.regularizer_attribute(mha, "kernel_regularizer") == "_kernel_regularizer"
     assert private.regularizer_attribute(model.get_layer("d"), "gamma_regularizer") is None
+    assert [node.operation.name for node in private.nodes_by_depth(model)] == ["input_layer", "d"]
+    sequential = keras.Sequential([inputs, keras.layers.Dense(2)])
+    assert private.is_functional(private.sequential_graph(sequential))
+    new_inputs = keras.Input((3,))
+    rerun = private.run_through_graph(model, [new_inputs], lambda op: op)
+    assert tuple(rerun.shape) == (None, 2)
+    op_node = keras.Model(inputs, inputs + 1.0)
+    (add,) = [node.operation for node in private.nodes_by_depth(op_node)][1:]
+    assert private.keras_op_name(add) == "Add"
+    assert private.keras_op_name(model.get_layer("d")) is None
 
 
 def test_scale_loss_matches_keras_own_outside_distribution():
