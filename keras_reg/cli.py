@@ -5,12 +5,20 @@ sparsity table of a saved model. It reads the weights straight from the
 archive (see `keras_reg._archive` for how it names them): it never rebuilds
 the model, so custom layers need not be importable and no code from the file
 runs, and it never writes to the file.
+
+`keras-reg shrink IN.keras OUT.keras [--force]` loads a model (safe mode on),
+removes the units and filters that do nothing (`keras_reg.shrink`) and saves
+the smaller model to OUT. It never writes to IN and refuses an existing OUT
+unless `--force` is given.
 """
 
 import argparse
 import json
 import math
+import os
+import stat
 import sys
+import tempfile
 
 from keras_reg._archive import ArchiveError, count_weights, printable
 from keras_reg._validation import check_float
@@ -75,7 +83,7 @@ def _parser():
     parser = _Parser(
         prog=PROG,
         description="Sparsity tools for Keras 3 models (keras_reg).",
-        epilog="Run 'keras-reg report --help' for the report command.",
+        epilog="Run 'keras-reg report --help' or 'keras-reg shrink --help' for a command.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -105,7 +113,41 @@ def _parser():
         action="store_true",
         help="also count weights of rank < 2 (biases, normalization parameters and statistics)",
     )
+    shrink = commands.add_parser(
+        "shrink",
+        help="save a smaller copy of a .keras model, without its dead units and filters",
+        description=_SHRINK_HELP,
+        epilog=_SHRINK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    shrink.add_argument("model", metavar="IN.keras", help="a model saved with model.save()")
+    shrink.add_argument("output", metavar="OUT.keras", help="where to save the smaller model")
+    shrink.add_argument(
+        "--force", action="store_true", help="replace OUT.keras if it exists (never IN.keras)"
+    )
     return parser
+
+
+_SHRINK_HELP = """Load a model saved with model.save() (safe mode on: no code from the file is
+run), remove every unit, filter and channel that cannot change its outputs
+(keras_reg.shrink: all-zero units, unused units, constant units folded into
+the next layer's bias where that is exact), check on a random batch that the
+outputs are unchanged, and save the smaller model to OUT.keras. Prints, per
+layer, the units, parameters and multiply-accumulates before and after.
+
+IN.keras is never written to. The model's custom layers and regularizers must
+be importable (keras_reg's own are). The saved model is uncompiled, like
+keras.models.clone_model: compile it again to train it further.
+"""
+
+_SHRINK_EPILOG = """examples:
+  keras-reg shrink model.keras small.keras
+  keras-reg shrink model.keras small.keras --force
+
+exit status: 0 on success, 2 for a missing or unreadable file, an existing
+OUT.keras without --force, or a model shrink cannot read; 1 if the shrunk
+model failed its own check (a bug: please report it).
+"""
 
 
 def main(argv=None):
@@ -164,5 +206,67 @@ def _build_report(counted, threshold, name):
     return SparsityReport(rows, threshold)
 
 
+def _shrink(args):
+    def fail(message, status=2):
+        print(f"{PROG} shrink: error: {printable(message)}", file=sys.stderr)
+        return status
+
+    source, target = args.model, args.output
+    for path, role in ((source, "IN"), (target, "OUT")):
+        if not path.endswith(".keras"):
+            return fail(f"{path}: {role} must be a .keras file (the name must end in .keras)")
+    try:
+        mode = os.stat(source).st_mode
+    except OSError as exc:
+        return fail(f"{source}: cannot be read: {exc.strerror or exc}")
+    if not stat.S_ISREG(mode):
+        return fail(f"{source}: not a regular file, so not read")
+    if os.path.lexists(target):
+        if os.path.exists(target) and os.path.samefile(source, target):
+            return fail(f"{target}: is IN.keras itself; shrink never writes to the file it reads")
+        if not args.force:
+            return fail(f"{target}: already exists; pass --force to replace it")
+        if not os.path.isfile(target):
+            return fail(f"{target}: exists and is not a regular file, so not replaced")
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        return fail(f"{target}: its folder {folder} does not exist")
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    import keras_reg
+
+    try:
+        model = keras.saving.load_model(source, compile=False, safe_mode=True)
+    except Exception as exc:  # any failure to load an untrusted file is the file's
+        return fail(f"{source}: cannot be loaded ({type(exc).__name__}: {_one_line(exc)})")
+    try:
+        plan = keras_reg.plan_shrink(model)
+        small = keras_reg.shrink(model, plan=plan)
+    except ValueError as exc:
+        return fail(f"{source}: {_one_line(exc)}")
+    except RuntimeError as exc:
+        return fail(_one_line(exc), status=1)
+    # Write next to OUT, then rename: OUT is never left half written.
+    handle, partial = tempfile.mkstemp(suffix=".keras", prefix=".keras-reg-", dir=folder)
+    os.close(handle)
+    try:
+        small.save(partial)
+        os.replace(partial, target)
+    except Exception as exc:
+        return fail(f"{target}: cannot be written ({_one_line(exc)})")
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    print(f"{printable(source)} -> {printable(target)}")
+    print(plan)
+    return 0
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())
+
+
 # One handler per subcommand: adding a command is a parser entry and a function here.
-_COMMANDS = {"report": _report}
+_COMMANDS = {"report": _report, "shrink": _shrink}
