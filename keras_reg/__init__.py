@@ -25,7 +25,17 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr
     from keras_reg.attach import apply_regularizer  # noqa: F401
     from keras_reg.callbacks import SparsityLogger  # noqa: F401
     from keras_reg.optimizers import Proximal  # noqa: F401
-    from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso  # noqa: F401
+    from keras_reg.regularizers import (  # noqa: F401
+        L1,
+        L1L2,
+        L2,
+        ElasticNet,
+        GroupLasso,
+        SparseGroupLasso,
+        l1,
+        l1_l2,
+        l2,
+    )
     from keras_reg.report import SparsityReport, SparsityRow, sparsity_report  # noqa: F401
     from keras_reg.shrinking import LayerChange, ShrinkPlan, plan_shrink, shrink  # noqa: F401
     from keras_reg.strength import StrengthScheduler  # noqa: F401
@@ -46,6 +56,9 @@ _EXPORTS = {
     "SparsityRow": "report",
     "StrengthScheduler": "strength",
     "apply_regularizer": "attach",
+    "l1": "regularizers",
+    "l1_l2": "regularizers",
+    "l2": "regularizers",
     "plan_shrink": "shrinking",
     "prox": "",
     "shrink": "shrinking",

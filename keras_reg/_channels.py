@@ -29,7 +29,7 @@ import math
 import keras
 import numpy as np
 
-from keras_reg import _graph
+from keras_reg import _graph, _keras_private
 
 ZERO, CONST, VAR = 0, 1, 2
 
@@ -274,12 +274,7 @@ class ChannelGraph:
         ):
             if _is(op, classes):
                 return handler
-        module = type(op).__module__
-        if (
-            not isinstance(op, keras.layers.Layer)
-            and module in ("keras.src.ops.numpy", "keras.src.ops.nn")
-            and type(op).__name__ in _ELEMENTWISE_OPS
-        ):
+        if _keras_private.keras_op_name(op) in _ELEMENTWISE_OPS:
             return self._elementwise_op
         return None
 

@@ -12,8 +12,11 @@ import dataclasses
 import math
 import warnings
 
-from keras_reg import _sparsity
 from keras_reg._validation import check_float
+
+# `keras_reg._sparsity` (which imports Keras) is imported where it is used: the
+# `keras-reg report` command builds these rows from its own NumPy counts and
+# must not pay for Keras.
 
 __all__ = ["SparsityReport", "SparsityRow", "sparsity_report"]
 
@@ -170,6 +173,8 @@ class SparsityReport:
 
 def build_report(paths, values, threshold, counter=None):
     """A `SparsityReport` of named tensors, counted by the one shared routine."""
+    from keras_reg import _sparsity
+
     rows = []
     for path, value, c in zip(
         paths, values, _sparsity.count_zeros(values, threshold, counter), strict=True
@@ -237,6 +242,8 @@ def sparsity_report(model, threshold=0.0, track="kernels"):
         ------------------------------------------------------------------
         total                 12     10    83.33%
     """
+    from keras_reg import _sparsity
+
     threshold = check_float(threshold, "threshold", "sparsity_report")
     track = _sparsity.check_track(track, "sparsity_report")
     variables = _sparsity.select_weights(model, track, "sparsity_report")

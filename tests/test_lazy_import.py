@@ -56,6 +56,26 @@ def test_help_usage_errors_and_a_missing_file_import_no_keras(tmp_path):
     assert lines[2] == "keras-reg report: error: missing.keras: no such file"
 
 
+def test_report_on_a_saved_model_imports_no_keras(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")], name="m")
+    model.save(tmp_path / "m.keras")
+    run = run_python(
+        f"""
+        import sys
+        from keras_reg.cli import main
+        assert main(["report", "m.keras"]) == 0
+        assert main(["report", "m.keras", "--json"]) == 0
+        {NO_KERAS}
+        """,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert "m/d/kernel" in run.stdout
+
+
 def test_the_console_script_on_a_missing_file_prints_exactly_one_line(tmp_path):
     script = os.path.join(os.path.dirname(sys.executable), "keras-reg")
     if not os.path.exists(script):

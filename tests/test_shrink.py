@@ -437,3 +437,56 @@ def test_applications_shrink_exactly(name):
     assert plan.params_after < 0.9 * plan.params_before
     assert small.count_params() == plan.params_after
     outputs_match(model, small, 10 * normal(2, 32, 32, 3), rtol=1e-4)
+
+
+# --- keras-reg shrink --------------------------------------------------------------------------
+
+
+def saved_model(tmp_path):
+    model = regularized_model()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    return model, path
+
+
+def test_cli_shrink_writes_a_smaller_model_and_never_touches_in(tmp_path, capsys):
+    from keras_reg import cli
+
+    model, source = saved_model(tmp_path)
+    before = source.read_bytes()
+    target = tmp_path / "small.keras"
+    assert cli.main(["shrink", str(source), str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "d1" in out and "5 -> 4" in out
+    assert source.read_bytes() == before
+    small = keras.saving.load_model(target)
+    assert small.get_layer("d1").units == 4
+    outputs_match(model, small, normal(4, 6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "small.keras"]
+
+
+def test_cli_shrink_refusals_are_one_line(tmp_path, capsys):
+    from keras_reg import cli
+
+    _, source = saved_model(tmp_path)
+    target = tmp_path / "small.keras"
+    target.write_bytes(b"keep me")
+    cases = [
+        (["shrink", str(source), str(target)], "already exists; pass --force"),
+        (["shrink", str(source), str(source), "--force"], "never writes to the file it reads"),
+        (["shrink", str(tmp_path / "missing.keras"), str(tmp_path / "x.keras")], "cannot be read"),
+        (["shrink", str(source), str(tmp_path / "x.h5")], "must be a .keras file"),
+        (["shrink", str(tmp_path), str(tmp_path / "x.keras")], "must be a .keras file"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert target.read_bytes() == b"keep me"
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    assert cli.main(["shrink", str(broken), str(tmp_path / "x.keras")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be loaded" in err
+    assert cli.main(["shrink", str(source), str(target), "--force"]) == 0
+    assert keras.saving.load_model(target).get_layer("d1").units == 4
