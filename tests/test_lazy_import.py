@@ -156,3 +156,21 @@ def test_without_tensorflow_and_no_backend_set_the_error_says_what_to_do(tmp_pat
         "installed. Set KERAS_BACKEND=jax or KERAS_BACKEND=torch before importing (or install "
         "tensorflow)."
     )
+
+
+def test_shrink_command_prints_no_tensorflow_log_line(tmp_path):
+    """`keras-reg shrink` must import Keras; the backend's log lines still stay out."""
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")], name="m")
+    model.save(tmp_path / "m.keras")
+    run = run_python(
+        """
+        from keras_reg.cli import main
+        assert main(["shrink", "m.keras", "small.keras"]) == 0
+        """,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert run.stdout.startswith("m.keras -> small.keras\n")
