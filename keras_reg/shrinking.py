@@ -157,6 +157,15 @@ def _as_array(variable):
     return np.asarray(keras.ops.convert_to_numpy(variable))
 
 
+def _slice(kernel, rows, cols):
+    """`kernel[..., rows, :][..., cols]`, without copying what is kept whole."""
+    if len(rows) != kernel.shape[-2]:
+        kernel = kernel.take(rows, axis=-2)
+    if len(cols) != kernel.shape[-1]:
+        kernel = kernel.take(cols, axis=-1)
+    return kernel
+
+
 def _positions(shape):
     dims = shape[1:-1]
     return None if any(d is None for d in dims) else math.prod(dims)
@@ -212,7 +221,7 @@ class _Planner:
         return self.g.calls_of[id(layer)]
 
     def _weights(self, layer):
-        return {v.path.rsplit("/", 1)[-1]: _as_array(v) for v in layer.weights}
+        return self.g.weights(layer)
 
     def _row(self, layer, units_before, units_after, weights_after, macs_args):
         params_before = sum(int(np.prod(v.shape)) for v in layer.weights)
@@ -259,13 +268,13 @@ class _Planner:
         new, config = {}, {}
         if type(layer) in _channels._SEPARABLE:
             mult = layer.depth_multiplier
-            new["depthwise_kernel"] = old["depthwise_kernel"][..., rows, :]
+            new["depthwise_kernel"] = old["depthwise_kernel"].take(rows, axis=-2)
             pw_rows = (rows[:, None] * mult + np.arange(mult)[None, :]).reshape(-1)
-            new["pointwise_kernel"] = old["pointwise_kernel"][..., pw_rows, :][..., cols]
+            new["pointwise_kernel"] = _slice(old["pointwise_kernel"], pw_rows, cols)
             config["filters"] = len(cols)
             units = layer.filters
         else:
-            new["kernel"] = old["kernel"][..., rows, :][..., cols]
+            new["kernel"] = _slice(old["kernel"], rows, cols)
             key = "units" if isinstance(layer, keras.layers.Dense) else "filters"
             config[key] = len(cols)
             units = getattr(layer, key)
@@ -500,7 +509,7 @@ class _Builder:
 
 
 def _sample(tensor, rng):
-    shape = tuple(2 if i == 0 else (d if d is not None else 8) for i, d in enumerate(tensor.shape))
+    shape = tuple(1 if i == 0 else (d if d is not None else 8) for i, d in enumerate(tensor.shape))
     if "int" in str(tensor.dtype):
         return np.zeros(shape, tensor.dtype)
     return rng.standard_normal(shape).astype(tensor.dtype or "float32")
