@@ -173,7 +173,7 @@ class Groups:
 class ChannelGraph:
     """Layouts, states and readers of every tensor of a model; then the channels kept."""
 
-    def __init__(self, model):
+    def __init__(self, model, drop_inputs=False):
         self.model = model
         self.calls, self.ids, self.inlined = _graph.walk(model)
         self.groups = Groups()
@@ -187,7 +187,7 @@ class ChannelGraph:
         graph = _graph.graph_of(model)
         for t in graph.inputs:
             tid = self.ids.of(t)
-            self._fresh(tid, t.shape, "a model input")
+            self._fresh(tid, t.shape, None if drop_inputs else "a model input")
         for call in self.calls:
             self.calls_of.setdefault(id(call.op), []).append(call)
             self._visit(call)
@@ -384,6 +384,8 @@ class ChannelGraph:
             return reason
         if _weight_names(layer) != ["embeddings"]:
             return f"its weights {_weight_names(layer)} are not ['embeddings']"
+        for gid, _ in self.layout[call.inputs[0]][0]:  # indices, not channels: all stay
+            self.groups.fix(gid, f"{layer.name}: its input holds indices")
         if len(self.calls_of[id(layer)]) > 1:
             first = self.calls_of[id(layer)][0]
             self._same_layout(call.outputs[0], first.outputs[0])

@@ -68,6 +68,9 @@ class ShrinkPlan:
         macs_after: the same after shrinking.
         kept_whole: tuple of `(layer name, reason)` for each layer whose
             channels were all kept because shrink cannot reason about it.
+        inputs_kept: dict, model input name -> the indices of the input
+            features (last axis) the shrunk model takes: all of them unless
+            `plan_shrink(model, drop_inputs=True)`.
     """
 
     def __init__(self, graph, edits, rows, params_before, params_after):
@@ -81,6 +84,8 @@ class ShrinkPlan:
         self.macs_before = sum(r.macs_before for r in known) if complete else None
         self.macs_after = sum(r.macs_after for r in known) if complete else None
         self.kept_whole = tuple(dict.fromkeys(graph.unknown))
+        inputs = _graph.graph_of(graph.model).inputs
+        self.inputs_kept = {t.name: graph.kept(graph.ids.of(t)).tolist() for t in inputs}
 
     @property
     def changed(self):
@@ -97,6 +102,7 @@ class ShrinkPlan:
             "macs_after": self.macs_after,
             "rows": [r.to_dict() for r in self.rows],
             "kept_whole": [list(item) for item in self.kept_whole],
+            "inputs_kept": self.inputs_kept,
         }
 
     def __repr__(self):
@@ -329,8 +335,15 @@ class _Planner:
         self.edits[id(layer)] = edit
 
 
-def plan_shrink(model):
+def plan_shrink(model, drop_inputs=False):
     """Plans which units, filters and channels `shrink` removes, without building anything.
+
+    Args:
+        model: a built Functional or Sequential `keras.Model`.
+        drop_inputs: bool. `True` also removes input features that no kept
+            unit reads (say, rows that `GroupLasso(axis=0)` zeroed): the
+            shrunk model then takes fewer features, `plan.inputs_kept` says
+            which. Defaults to `False`: the input shape never changes.
 
     Returns:
         A `ShrinkPlan`: `str(plan)` is a per-layer table of units, parameters
@@ -349,7 +362,8 @@ def plan_shrink(model):
             "The 'model' argument of plan_shrink must be built (give it a keras.Input). "
             f"Received: the unbuilt model {model.name!r}"
         )
-    graph = _channels.ChannelGraph(model)
+    drop_inputs = check_bool(drop_inputs, "drop_inputs", "plan_shrink")
+    graph = _channels.ChannelGraph(model, drop_inputs=drop_inputs)
     edits, rows = _Planner(graph).plan()
     params_before = sum(int(np.prod(v.shape)) for v in model.weights)
     delta, counted = 0, set()
@@ -363,7 +377,7 @@ def plan_shrink(model):
     return ShrinkPlan(graph, edits, rows, params_before, params_before + delta)
 
 
-def shrink(model, plan=None, verbose=False, verify=True):
+def shrink(model, plan=None, verbose=False, verify=True, drop_inputs=False):
     """A smaller copy of `model` without the units, filters and channels that do nothing.
 
     Removes every output unit, filter and channel whose removal cannot change
@@ -403,6 +417,8 @@ def shrink(model, plan=None, verbose=False, verify=True):
             plan now.
         verbose: bool; `True` prints the plan's table.
         verify: bool; `False` skips the comparison on a random batch.
+        drop_inputs: bool; `True` also removes the input features that no
+            kept unit reads (see `plan_shrink`). Ignored when `plan` is given.
 
     Returns:
         A new `keras.Model`.
@@ -424,7 +440,7 @@ def shrink(model, plan=None, verbose=False, verify=True):
     verbose = check_bool(verbose, "verbose", "shrink")
     verify = check_bool(verify, "verify", "shrink")
     if plan is None:
-        plan = plan_shrink(model)
+        plan = plan_shrink(model, drop_inputs=drop_inputs)
     elif not isinstance(plan, ShrinkPlan) or plan._graph.model is not model:
         raise ValueError(
             "The 'plan' argument of shrink must be None or the ShrinkPlan that "
@@ -436,7 +452,7 @@ def shrink(model, plan=None, verbose=False, verify=True):
     small = builder.model(model)
     builder.assign_weights()
     if verify:
-        _verify(model, small)
+        _verify(model, small, plan.inputs_kept)
     return small
 
 
@@ -531,12 +547,17 @@ def _forward(model, inputs):
     return jax.jit(run)(*values, inputs)
 
 
-def _verify(model, small):
+def _verify(model, small, inputs_kept):
     rng = np.random.default_rng(0)
-    inputs = [_sample(t, rng) for t in _graph.graph_of(model).inputs]
-    inputs = keras.tree.pack_sequence_as(model.input, inputs) if len(inputs) > 1 else inputs[0]
-    expected = keras.tree.flatten(_forward(model, inputs))
-    got = keras.tree.flatten(_forward(small, inputs))
+    graph = _graph.graph_of(model)
+    full = [_sample(t, rng) for t in graph.inputs]
+    kept = [x[..., inputs_kept[t.name]] for x, t in zip(full, graph.inputs, strict=True)]
+
+    def structured(arrays):
+        return keras.tree.pack_sequence_as(model.input, arrays) if len(arrays) > 1 else arrays[0]
+
+    expected = keras.tree.flatten(_forward(model, structured(full)))
+    got = keras.tree.flatten(_forward(small, structured(kept)))
     for a, b in zip(expected, got, strict=True):
         a, b = _as_array(a).astype(np.float64), _as_array(b).astype(np.float64)
         scale = max(float(np.max(np.abs(a), initial=0.0)), 1e-30)

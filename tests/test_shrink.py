@@ -95,6 +95,27 @@ def test_output_units_and_input_shape_never_change():
     outputs_match(model, small, normal(8, 6))
 
 
+def test_drop_inputs_removes_unread_features():
+    model = dense_chain()
+    d1 = model.get_layer("d1")
+    kernel = to_numpy(d1.kernel)
+    kernel[[1, 4], :] = 0  # features 1 and 4 are read by no unit
+    set_weights(d1, kernel=kernel)
+    assert keras_reg.shrink(model).input_shape == (None, 6)
+    plan = keras_reg.plan_shrink(model, drop_inputs=True)
+    small = keras_reg.shrink(model, plan=plan)
+    (name,) = plan.inputs_kept
+    assert plan.inputs_kept[name] == [0, 2, 3, 5]
+    assert small.input_shape == (None, 4)
+    np.testing.assert_array_equal(weights(small.get_layer("d1"))["kernel"], kernel[[0, 2, 3, 5]])
+    x = normal(8, 6)
+    a = to_numpy(model(x))
+    b = to_numpy(small(x[:, [0, 2, 3, 5]]))
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(a))
+    with pytest.raises(ValueError, match="'drop_inputs' argument of plan_shrink"):
+        keras_reg.plan_shrink(model, drop_inputs=1)
+
+
 def test_plan_counts_parameters_and_macs():
     model = dense_chain()
     kernel = to_numpy(model.get_layer("d1").kernel)
