@@ -13,6 +13,7 @@
   biases randomized, shrunk and compared with the original on a random batch.
 """
 
+import functools
 import time
 
 import keras
@@ -83,7 +84,7 @@ def shrink_vs_clone(cfg, log):
     )
     log(
         table(
-            ("ResNet50, input %d" % size, "median s"),
+            (f"ResNet50, input {size}", "median s"),
             [[name, f"{np.median(t):.2f}"] for name, t in times.items()],
         )
     )
@@ -152,9 +153,10 @@ def shrunk_vs_direct(cfg, log):
         plan = keras_reg.plan_shrink(model)
         small = keras_reg.shrink(model, plan=plan)
         assert small.count_params() == direct.count_params(), label
-        fns = {}
-        for name, m in (("original", model), ("shrunk", small), ("direct", direct)):
-            fns[name] = (lambda m: lambda: m.predict_on_batch(x))(m)
+        fns = {
+            name: functools.partial(m.predict_on_batch, x)
+            for name, m in (("original", model), ("shrunk", small), ("direct", direct))
+        }
         times = interleave(
             fns,
             rounds=7 if cfg.quick else 21,
@@ -184,7 +186,7 @@ def shrunk_vs_direct(cfg, log):
         )
     log(
         table(
-            ("model, batch %d" % batch, "MACs ratio", "original ms", "shrunk ms", "direct ms"),
+            (f"model, batch {batch}", "MACs ratio", "original ms", "shrunk ms", "direct ms"),
             rows,
         )
     )
