@@ -511,3 +511,19 @@ def test_cli_shrink_refusals_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "cannot be loaded" in err
     assert cli.main(["shrink", str(source), str(target), "--force"]) == 0
     assert keras.saving.load_model(target).get_layer("d1").units == 4
+
+
+def test_mixed_precision_keeps_policies():
+    keras.config.set_dtype_policy("mixed_float16")
+    inputs = keras.Input((6, 6, 2))
+    h = L.Conv2D(6, 3, activation="relu", name="c1")(inputs)
+    h = L.Flatten()(h)
+    model = keras.Model(inputs, L.Dense(3, dtype="float32", name="out")(h))
+    kernel = to_numpy(model.get_layer("c1").kernel)
+    kernel[..., :2] = 0
+    set_weights(model.get_layer("c1"), kernel=kernel, bias=[0.3, 0.1, 0.2, -0.1, 0.5, 0.0])
+    small = keras_reg.shrink(model)
+    assert small.get_layer("c1").filters == 4
+    assert small.get_layer("c1").dtype_policy.name == "mixed_float16"
+    assert small.get_layer("out").dtype_policy.name == "float32"
+    outputs_match(model, small, normal(4, 6, 6, 2), rtol=1e-2)
