@@ -532,3 +532,26 @@ def test_mixed_precision_keeps_policies():
     assert small.get_layer("c1").dtype_policy.name == "mixed_float16"
     assert small.get_layer("out").dtype_policy.name == "float32"
     outputs_match(model, small, normal(4, 6, 6, 2), rtol=1e-2)
+
+
+def test_unknown_sizes_are_checked_or_said_unchecked():
+    inputs = keras.Input((None, None, 2))
+    h = L.Conv2D(4, 3, activation="relu", name="c")(inputs)
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(h)))
+    kernel = to_numpy(model.get_layer("c").kernel)
+    kernel[..., 0] = 0
+    set_weights(model.get_layer("c"), kernel=kernel, bias=np.zeros(4))
+    small = keras_reg.shrink(model)  # checked on a 64x64 sample
+    assert small.get_layer("c").filters == 3
+    outputs_match(model, small, normal(2, 9, 7, 2))
+
+
+def test_a_model_that_cannot_run_on_the_sample_is_said_unchecked(monkeypatch):
+    from keras_reg import shrinking
+
+    def fail(model, inputs):
+        raise ValueError("the sample does not fit")
+
+    monkeypatch.setattr(shrinking, "_forward", fail)
+    with pytest.warns(UserWarning, match="did not compare"):
+        keras_reg.shrink(dense_chain())
