@@ -51,7 +51,9 @@ def zero_units(model, fraction, seed=0, randomize=True):
                     v.assign(rng.normal(0, 0.5, size=v.shape).astype(v.dtype))
                 elif name in ("moving_variance", "gamma"):
                     v.assign(rng.uniform(0.5, 1.5, size=v.shape).astype(v.dtype))
-        target = getattr(layer, "pointwise_kernel", None) or getattr(layer, "kernel", None)
+        target = getattr(layer, "pointwise_kernel", None)
+        if target is None:
+            target = getattr(layer, "kernel", None)
         if target is None or len(target.shape) < 2:
             continue
         values = keras.ops.convert_to_numpy(target).copy()
