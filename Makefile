@@ -1,6 +1,7 @@
 # The front door. Every target creates or reuses its virtualenv and installs from setup.cfg.
 #   make test   the suite on TensorFlow (.venv), then the backend-sensitive tests on
-#               JAX (.venv-jax) and PyTorch (.venv-torch)
+#               JAX (.venv-jax) and PyTorch (.venv-torch), the docstring examples on all
+#               three, and the documentation site (make docs)
 #   make demo   the main example on bundled data (.venv)
 #   make docs   the documentation site, strict: a broken link or reference fails (.venv-docs)
 PYTHON ?= python3
