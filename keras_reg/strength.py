@@ -27,7 +27,7 @@ class _ScaleState(keras.metrics.Metric):
 
     It computes nothing: no update, no reset (the scale outlives epochs), no entry
     in the logs. Under JAX every variable that is not model, optimizer or metric
-    state is traced as a constant (REFERENCE.md section 6); as a metric's state the
+    state is traced as a constant (see `JAXTrainer.train_step`); as a metric's state the
     scales are arguments of the compiled train step, so a new value reaches the
     step already compiled.
     """

@@ -53,7 +53,7 @@ def test_closed_form_equals_backend_autodiff_with_exact_zeros(reg, dtype):
 
 
 def numpy_gradient(reg, w):
-    """The penalties' gradients away from zero, written in NumPy (REFERENCE.md section 1)."""
+    """The penalties' gradients away from zero, differentiated by hand, in NumPy."""
     name = type(reg).__name__
     scale = reg.scale
     if name == "L1":
@@ -82,6 +82,7 @@ def test_closed_form_matches_numpy_away_from_zero(reg):
     np.testing.assert_allclose(ours, numpy_gradient(reg, w), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.keras_behaviour
 def test_abs_at_zero_follows_the_backend_convention():
     """Where the backends differ: d|x|/dx at 0 (a fact about the backends, checked here)."""
     w = keras.ops.convert_to_tensor(np.array([0.0, -0.0, 1.0, -1.0], "float32"))
