@@ -19,7 +19,7 @@ PIP_QUIET ?= --quiet
 BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
 	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
 	tests/test_distribute.py \
-	tests/test_regularizers.py
+	tests/test_regularizers.py tests/test_gradients.py
 
 # pytest-xdist workers for the TensorFlow suite (whole test files per worker, so that
 # module-scoped fixtures are built once). TEST_WORKERS=0 runs it in one process.
