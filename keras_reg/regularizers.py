@@ -59,6 +59,9 @@ def _group_gradient(x, axis, coefficient):
     return x * factor
 
 
+_CLOSED_FORM = {}  # class -> whether its `_gradient` is the gradient of its penalty
+
+
 class _Regularizer(keras.regularizers.Regularizer):
     """Shared behaviour: strict `from_config`, plain-float `get_config`, repr."""
 
@@ -90,8 +93,9 @@ class _Regularizer(keras.regularizers.Regularizer):
         """Multiplies the penalty and the proximal step by `value` from now on.
 
         The factor lives in a `keras.Variable`, so a train step compiled before
-        the change reads the new value (TensorFlow, PyTorch). It is training
-        state: `get_config()` keeps the base strengths only.
+        the change reads the new value (TensorFlow, PyTorch; under JAX, when
+        `StrengthScheduler` sets it, which makes it state of the compiled step).
+        It is training state: `get_config()` keeps the base strengths only.
         """
         value = check_float(value, "scale", f"{type(self).__name__}.set_scale")
         if self._scale is None:
@@ -142,14 +146,18 @@ class _Regularizer(keras.regularizers.Regularizer):
     @classmethod
     def _has_closed_form_gradient(cls):
         """Whether the class that wrote `_gradient` also wrote the penalty in force."""
+        known = _CLOSED_FORM.get(cls)
+        if known is None:
 
-        def owner(name):
-            return next((k for k in cls.__mro__ if name in vars(k)), None)
+            def owner(name):
+                return next((k for k in cls.__mro__ if name in vars(k)), None)
 
-        writer = owner("_gradient")
-        if writer is None or writer is _Regularizer:
-            return False
-        return all(issubclass(writer, owner(name)) for name in ("penalty", "__call__"))
+            writer = owner("_gradient")
+            known = writer not in (None, _Regularizer) and all(
+                issubclass(writer, owner(name)) for name in ("penalty", "__call__")
+            )
+            _CLOSED_FORM[cls] = known  # PyTorch runs this every step: once per class
+        return known
 
     def _gradient(self, x):
         """The scaled penalty's gradient at a float32/float64 tensor `x`."""
