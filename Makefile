@@ -1,6 +1,8 @@
 # The front door. Every target creates or reuses its virtualenv and installs from setup.cfg.
-#   make test   the suite on TensorFlow (.venv), then the backend-sensitive tests on
-#               JAX (.venv-jax) and PyTorch (.venv-torch)
+#   make test   the suite on TensorFlow (.venv) and the backend-sensitive tests on JAX
+#               (.venv-jax) and PyTorch (.venv-torch), the three side by side (the three
+#               virtualenvs are created side by side too); each suite's output is printed
+#               whole when it ends. `make test-tf` (or -jax, -torch) runs one of them.
 #   make demo   the main example on bundled data (.venv)
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +19,12 @@ PIP_QUIET ?= --quiet
 BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
 	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
 	tests/test_distribute.py \
-	tests/test_regularizers.py
+	tests/test_regularizers.py tests/test_gradients.py
+
+# pytest-xdist workers for the TensorFlow suite (whole test files per worker, so that
+# module-scoped fixtures are built once). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -42,10 +49,12 @@ $(TORCH_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
 	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[dev]"
 	touch $@
 
-test: test-tf test-jax test-torch
+# The three suites (and their virtualenvs) at once, whatever -j make was given.
+test:
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-tf test-jax test-torch
 
 test-tf: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PY) -m pytest
+	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST)
 
 test-jax: $(JAX_VENV)/.keras_reg-installed
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
@@ -64,8 +73,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP)
-	$(PY) -m benchmarks.run
+# Writes BENCHMARKS.md from what it measured (JAX and PyTorch figures in their virtualenvs).
+bench: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-installed
+	$(PY) -m benchmarks.run --write BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) build dist *.egg-info demo_output bench_output
