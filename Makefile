@@ -16,7 +16,7 @@ PIP_QUIET ?= --quiet
 # autodiff in Proximal, variables read in compiled steps, the callbacks, the round trips.
 BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
 	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
-	tests/test_distribute.py \
+	tests/test_distribute.py tests/test_pruning.py \
 	tests/test_regularizers.py
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2

@@ -11,17 +11,27 @@ from keras_reg import prox
 from keras_reg.attach import apply_regularizer
 from keras_reg.callbacks import SparsityLogger
 from keras_reg.optimizers import Proximal
+from keras_reg.pruning import (
+    ConstantSparsity,
+    PolynomialDecay,
+    PruneLowMagnitude,
+    prune_low_magnitude,
+    strip_pruning,
+)
 from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
 from keras_reg.report import SparsityReport, SparsityRow, sparsity_report
 from keras_reg.strength import StrengthScheduler
 
 __all__ = [
+    "ConstantSparsity",
     "ElasticNet",
     "GroupLasso",
     "L1",
     "L1L2",
     "L2",
+    "PolynomialDecay",
     "Proximal",
+    "PruneLowMagnitude",
     "SparseGroupLasso",
     "StrengthScheduler",
     "SparsityLogger",
@@ -30,5 +40,7 @@ __all__ = [
     "__version__",
     "apply_regularizer",
     "prox",
+    "prune_low_magnitude",
     "sparsity_report",
+    "strip_pruning",
 ]
