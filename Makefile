@@ -67,5 +67,18 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
+# keras_reg's pruning (Keras 3, .venv) next to TFMOT's on tf_keras (its own virtualenv).
+TFMOT_VENV ?= .venv-tfmot
+.PHONY: bench-tfmot
+$(TFMOT_VENV)/.installed:
+	test -x $(TFMOT_VENV)/bin/python || $(PYTHON) -m venv $(TFMOT_VENV)
+	$(TFMOT_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(TFMOT_VENV)/bin/python -m pip install $(PIP_QUIET) "tensorflow-cpu==2.21.*" \
+		"tf_keras==2.21.*" "tensorflow-model-optimization==0.8.1" scikit-learn
+	touch $@
+
+bench-tfmot: $(STAMP) $(TFMOT_VENV)/.installed
+	$(PY) -m benchmarks.tfmot_compare --tfmot-python $(TFMOT_VENV)/bin/python
+
 clean:
 	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) build dist *.egg-info demo_output bench_output

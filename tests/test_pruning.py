@@ -162,10 +162,13 @@ def test_constraint_config_round_trips():
 # --- the projection -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("shape", [(7, 5, 3), (40, 30)], ids=["ranked", "radix"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.73, 0.9, 0.99])
-def test_magnitude_prune_matches_numpy_top_k(sparsity):
-    # Rounded values: many ties, which must go to the lower flat index.
-    w = np.round(RNG.normal(size=(7, 5, 3)), 1).astype("float32")
+def test_magnitude_prune_matches_numpy_top_k(sparsity, shape):
+    # Rounded values: many ties, which must go to the lower flat index; some exact zeros,
+    # and magnitudes over many binades (the radix passes see every exponent bit).
+    w = np.round(RNG.normal(size=shape), 1) * 10.0 ** RNG.integers(-30, 30, size=shape)
+    w = w.astype("float32")
     result = to_numpy(magnitude_prune(w, sparsity))
     np.testing.assert_array_equal(result, numpy_top_k(w, sparsity))
     assert (result == 0).sum() >= round(sparsity * w.size)
