@@ -20,6 +20,7 @@ from keras_reg.pruning import (
 )
 from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
 from keras_reg.report import SparsityReport, SparsityRow, sparsity_report
+from keras_reg.shrinking import LayerChange, ShrinkPlan, plan_shrink, shrink
 from keras_reg.strength import StrengthScheduler
 
 __all__ = [
@@ -29,9 +30,11 @@ __all__ = [
     "L1",
     "L1L2",
     "L2",
+    "LayerChange",
     "PolynomialDecay",
     "Proximal",
     "PruneLowMagnitude",
+    "ShrinkPlan",
     "SparseGroupLasso",
     "StrengthScheduler",
     "SparsityLogger",
@@ -39,8 +42,10 @@ __all__ = [
     "SparsityRow",
     "__version__",
     "apply_regularizer",
+    "plan_shrink",
     "prox",
     "prune_low_magnitude",
+    "shrink",
     "sparsity_report",
     "strip_pruning",
 ]
