@@ -15,11 +15,11 @@ the classifier's 640) dense and gives the two big kernels a higher target, so th
 the model has as many zeros in all as in the other runs (the same budget, and the
 same kernel sparsity up to rounding).
 
-Two long-lived worker processes, one per side, take the runs in turns (TFMOT, then
-keras_reg, then TFMOT, ... with the order swapped every run), so a slow spell of
-the shared machine hits both sides. An epoch's time is the median over epochs 2-20
-of the training epoch (no validation inside `fit`); the ratio is that time over
-the unpruned model's, same side, same seed, then the median over seeds.
+Two long-lived worker processes, one per side, take the runs in turns, each side
+going first in turn. Accuracy: 20-epoch runs, 3 seeds. Time: in each worker the
+unpruned and the pruned model train one epoch each, in turns, `--rounds` times
+(no validation inside `fit`); the ratio is the median of the per-round ratios, so
+a slow spell of the shared machine hits both sides of a ratio.
 Sparsity is the fraction of exact zeros over all pruned kernels at the end
 (after `strip_pruning` for TFMOT, whose masked weights are non-zero between
 forward passes).
@@ -87,16 +87,16 @@ def kernel_sparsity(model):
     return float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels))
 
 
-def run_tfmot(job):
+def tfmot_model(job):
+    """A compiled tf_keras model, pruned by TFMOT when `job["target"]`, and its callbacks."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
 
-    x_train, x_val, y_train, y_val = data()
     tf.keras.utils.set_random_seed(job["seed"])
     model = build(keras)
-    callbacks = [epoch_timer(keras)]
+    callbacks = []
     if job["target"]:
         schedule = tfmot.sparsity.keras.PolynomialDecay(
             0.0, job["target"], 0, job["end_step"], frequency=FREQUENCY
@@ -106,23 +106,16 @@ def run_tfmot(job):
     model.compile(
         keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
-    model.fit(
-        x_train, y_train, batch_size=BATCH, epochs=job["epochs"], verbose=0, callbacks=callbacks
-    )
-    if job["target"]:
-        model = tfmot.sparsity.keras.strip_pruning(model)
-        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    _, accuracy = model.evaluate(x_val, y_val, verbose=0)
-    return accuracy, kernel_sparsity(model), callbacks[0].times
+    return keras, model, callbacks
 
 
-def run_keras_reg(job):
+def keras_reg_model(job):
+    """A compiled Keras 3 model, pruned by keras_reg when `job["target"]` (no callback)."""
     import keras
     import numpy as np
 
     import keras_reg
 
-    x_train, x_val, y_train, y_val = data()
     keras.utils.set_random_seed(job["seed"])
     model = build(keras)
     if job["target"] and job.get("variant") == "inner":
@@ -139,15 +132,49 @@ def run_keras_reg(job):
             0.0, job["target"], 0, job["end_step"], frequency=FREQUENCY
         )
         keras_reg.prune_low_magnitude(model, schedule)
-    timer = epoch_timer(keras)
     model.compile(
         keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
+    return keras, model, []
+
+
+def train(make, job):
+    x_train, x_val, y_train, y_val = data()
+    keras, model, callbacks = make(job)
+    timer = epoch_timer(keras)
     model.fit(
-        x_train, y_train, batch_size=BATCH, epochs=job["epochs"], verbose=0, callbacks=[timer]
+        x_train,
+        y_train,
+        batch_size=BATCH,
+        epochs=job["epochs"],
+        verbose=0,
+        callbacks=[timer, *callbacks],
     )
+    if make is tfmot_model and job["target"]:
+        import tensorflow_model_optimization as tfmot
+
+        model = tfmot.sparsity.keras.strip_pruning(model)
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _, accuracy = model.evaluate(x_val, y_val, verbose=0)
-    return accuracy, kernel_sparsity(model), timer.times
+    return {"accuracy": accuracy, "sparsity": kernel_sparsity(model), "times": timer.times}
+
+
+def timing(make, job):
+    """Epochs of the unpruned and the pruned model in turns: `rounds` epoch times of each."""
+    x_train, y_train = data()[0], data()[2]
+    models = {
+        "plain": make(dict(job, target=0.0)),
+        "pruned": make(job),
+    }
+    times = {name: [] for name in models}
+    for i in range(job["rounds"] + 1):  # round 0 traces
+        for name in ("plain", "pruned") if i % 2 else ("pruned", "plain"):
+            _, model, callbacks = models[name]
+            start = time.perf_counter()
+            model.fit(x_train, y_train, batch_size=BATCH, epochs=1, verbose=0, callbacks=callbacks)
+            if i:
+                times[name].append(time.perf_counter() - start)
+    return times
 
 
 SIDES = ("tfmot", "keras_reg", "keras_reg_inner")
@@ -159,11 +186,11 @@ NAMES = {
 
 
 def worker(side):
-    run = run_tfmot if side == "tfmot" else run_keras_reg
+    make = tfmot_model if side == "tfmot" else keras_reg_model
     for line in sys.stdin:
         job = json.loads(line)
-        accuracy, sparsity, times = run(job)
-        print("RESULT" + json.dumps({"accuracy": accuracy, "sparsity": sparsity, "times": times}))
+        result = timing(make, job) if job.get("rounds") else train(make, job)
+        print("RESULT" + json.dumps(result))
         sys.stdout.flush()
 
 
@@ -192,16 +219,14 @@ class Worker:
         self.process.wait(timeout=60)
 
 
-def median_epoch(times):
-    return statistics.median(times[1:] if len(times) > 1 else times)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tfmot-python", help="python of the virtualenv with TFMOT and tf_keras")
     parser.add_argument("--worker", choices=("tfmot", "keras_reg"), help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs, 3 timing rounds")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10, help="timing rounds (epochs each)")
+    parser.add_argument("--timing-only", action="store_true", help="skip the accuracy runs")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker)
@@ -209,83 +234,95 @@ def main():
     if not args.tfmot_python:
         parser.error("--tfmot-python is required (make bench-tfmot sets it up)")
     epochs = 3 if args.quick else EPOCHS
-    seeds = 1 if args.quick else args.seeds
+    seeds = 0 if args.timing_only else 1 if args.quick else args.seeds
+    rounds = 3 if args.quick else args.rounds
     x_train = data()[0]
     steps = -(-len(x_train) // BATCH) * epochs
     end_step = int(0.6 * steps)
     print(
         f"digits CNN, {len(x_train)} training images, {epochs} epochs x {steps // epochs} steps, "
-        f"PolynomialDecay(0, s, 0, end_step={end_step}, frequency={FREQUENCY}), {seeds} seeds"
+        f"PolynomialDecay(0, s, 0, end_step={end_step}, frequency={FREQUENCY}), {seeds} seeds, "
+        f"{rounds} timing rounds"
     )
     workers = {
         "tfmot": Worker(args.tfmot_python, "tfmot"),
         "keras_reg": Worker(sys.executable, "keras_reg"),
     }
-    results = {}
+
+    def run(side, job):
+        if side == "keras_reg_inner":
+            job = dict(job, variant="inner")
+        return workers["tfmot" if side == "tfmot" else "keras_reg"].run(job)
+
+    results, timings = {}, {}
     start = time.perf_counter()
     try:
         turn = 0
         for seed in range(seeds):
             for target in TARGETS:
-                # Each run in turn goes first, then the others, so no side always follows one.
-                order = SIDES[turn % 3 :] + SIDES[: turn % 3]
-                turn += 1
-                for side in order:
+                # Each side goes first in turn, so no side always follows the same one.
+                for side in SIDES[turn % 3 :] + SIDES[: turn % 3]:
+                    if side == "keras_reg_inner" and not target:
+                        continue  # unpruned: the same model as keras_reg's
                     job = {"seed": seed, "target": target, "epochs": epochs, "end_step": end_step}
-                    if side == "keras_reg_inner":
-                        if not target:
-                            continue  # unpruned: the same model as keras_reg's
-                        job["variant"] = "inner"
-                    result = workers["tfmot" if side == "tfmot" else "keras_reg"].run(job)
-                    results[side, target, seed] = result
+                    result = results[side, target, seed] = run(side, job)
                     print(
                         f"  {side:15s} s={target:<4} seed={seed}: accuracy {result['accuracy']:.4f}"
-                        f" sparsity {result['sparsity']:.4f}"
-                        f" epoch {median_epoch(result['times']) * 1e3:.0f} ms",
+                        f" sparsity {result['sparsity']:.4f}",
                         flush=True,
                     )
+                turn += 1
+        for target in TARGETS[1:]:
+            for side in SIDES[turn % 3 :] + SIDES[: turn % 3]:
+                job = {"seed": 0, "target": target, "end_step": end_step, "rounds": rounds}
+                times = timings[side, target] = run(side, job)
+                print(
+                    f"  {side:15s} s={target:<4} timing: pruned/unpruned epoch "
+                    f"{per_round_ratio(times):.2f}x",
+                    flush=True,
+                )
+            turn += 1
     finally:
         for w in workers.values():
             w.close()
     print(f"({time.perf_counter() - start:.0f} s)\n")
-    print(table(results, seeds))
+    print(table(results, timings, seeds, epochs))
 
 
-def table(results, seeds):
-    def values(side, target, key):
-        side = side if target or side == "tfmot" else "keras_reg"
-        return [results[side, target, seed][key] for seed in range(seeds)]
+def per_round_ratio(times):
+    ratios = [p / q for p, q in zip(times["pruned"], times["plain"], strict=True)]
+    return statistics.median(ratios)
 
+
+def table(results, timings, seeds, epochs):
     def accuracy(side, target):
-        acc = values(side, target, "accuracy")
+        if not seeds:
+            return "-", "-"
+        side = side if target or side == "tfmot" else "keras_reg"
+        acc = [results[side, target, seed]["accuracy"] for seed in range(seeds)]
         spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        return f"{100 * statistics.mean(acc):.1f}% ± {100 * spread:.1f}"
+        sparsity = statistics.mean(results[side, target, s]["sparsity"] for s in range(seeds))
+        return f"{100 * statistics.mean(acc):.1f}% ± {100 * spread:.1f}", f"{sparsity:.4f}"
 
     def epoch(side, target):
-        side = side if target or side == "tfmot" else "keras_reg"
-        return [median_epoch(results[side, target, seed]["times"]) for seed in range(seeds)]
-
-    def ratio(side, target):
-        base = "tfmot" if side == "tfmot" else "keras_reg"
-        per_seed = [a / b for a, b in zip(epoch(side, target), epoch(base, 0.0), strict=True)]
-        return f"{statistics.median(per_seed):.2f}x"
+        times = timings[side, target if target else 0.9]
+        ms = 1e3 * statistics.median(times["pruned" if target else "plain"])
+        ratio = f"{per_round_ratio(times):.2f}x" if target else "1.00x"
+        return f"{ms:.0f} ms", ratio
 
     lines = [
-        "| target | run | validation accuracy | kernel sparsity | epoch time | epoch / unpruned |",
+        "| target | run | validation accuracy | kernel sparsity | epoch | epoch / unpruned |",
         "|---|---|---|---|---|---|",
     ]
     for target in TARGETS:
         for side in SIDES if target else SIDES[:2]:
-            lines.append(
-                f"| {f'{target:g}' if target else 'unpruned'} | {NAMES[side]} "
-                f"| {accuracy(side, target)} "
-                f"| {statistics.mean(values(side, target, 'sparsity')):.4f} "
-                f"| {1e3 * statistics.median(epoch(side, target)):.0f} ms "
-                f"| {ratio(side, target) if target else '1.00x'} |"
-            )
+            cells = [f"{target:g}" if target else "unpruned", NAMES[side]]
+            cells += [*accuracy(side, target), *epoch(side, target)]
+            lines.append("| " + " | ".join(cells) + " |")
     lines.append(
-        f"\nAccuracy: mean ± std over {seeds} seeds; times: median epoch (epochs 2-{EPOCHS}), "
-        "ratio: median over seeds of the per-seed ratio, same side, same seed."
+        f"\nAccuracy: mean ± std over {seeds} seeds, {epochs} epochs. Epoch: the median of "
+        "epochs timed in turns with the same side's unpruned model (one process per side); "
+        "the ratio is the median of the per-round ratios."
     )
     return "\n".join(lines)
 
