@@ -429,3 +429,23 @@ def test_strip_and_save_mid_schedule_round_trip_in_a_fresh_process(fitted, tmp_p
     for i, w in enumerate(weights):
         np.testing.assert_allclose(out[f"arr_{i}"], w, atol=1e-6)
         np.testing.assert_array_equal(out[f"arr_{i}"] == 0, w == 0)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
+@pytest.mark.slow
+def test_mirrored_strategy_prunes_once_per_step_on_the_all_reduced_weights():
+    script = os.path.join(os.path.dirname(__file__), "scripts", "mirrored_pruning.py")
+    run = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("RESULT"))
+    result = json.loads(line[len("RESULT") :])
+    single, multi = result["single"], result["mirrored"]
+    assert multi["replicas"] == 2 and multi["iterations"] == single["iterations"] == 12
+    for a, b in zip(single["kernels"], multi["kernels"], strict=True):
+        a, b = np.array(a), np.array(b)
+        assert (a == 0).sum() == (b == 0).sum() == round(0.8 * a.size)
+        np.testing.assert_array_equal(a == 0, b == 0)
+        np.testing.assert_allclose(b, a, atol=1e-5)
