@@ -81,13 +81,15 @@ def _kth_key(keys, count):
     remaining = count
     for shift, bits in _PASSES:
         digit = ops.bitwise_and(ops.right_shift(keys, shift), (1 << bits) - 1)
-        weights = None
-        if shift != _PASSES[0][0]:
+        if shift == _PASSES[0][0]:
+            weights = ops.ones_like(keys)
+        else:
             high = shift + bits
             same = ops.equal(ops.right_shift(keys, high), ops.right_shift(prefix, high))
             weights = ops.cast(same, "int32")
-        hist = ops.cast(ops.bincount(digit, weights=weights, minlength=1 << bits), "int32")
-        before = ops.cumsum(hist[: 1 << bits]) - hist[: 1 << bits]
+        # A static number of bins (JAX's bincount needs it concrete; segment_sum takes it).
+        hist = ops.segment_sum(weights, digit, num_segments=1 << bits)
+        before = ops.cumsum(hist) - hist
         # The digit of the wanted key: the last one with fewer than `remaining` keys before it.
         chosen = ops.sum(ops.cast(ops.less(before, remaining), "int32")) - 1
         remaining = remaining - ops.take(before, chosen)
