@@ -15,7 +15,6 @@ exactly where it stopped.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_reg._validation import check_config_keys, check_float, check_int
@@ -65,10 +64,6 @@ def _flatten_layers(model):
 # (shift, bits) of the radix passes over a non-negative float32's 31 bits.
 _PASSES = ((21, 10), (10, 11), (0, 10))
 
-# Up to this many entries the rank of each entry is counted directly (n^2 comparisons,
-# a handful of ops); above, radix selection (three histograms) finds the threshold.
-_DIRECT = 0
-
 
 def _kth_key(keys, count):
     """The `count`-th smallest of non-negative int32 `keys` (1-based; `count >= 1`).
@@ -101,14 +96,6 @@ def _smallest(values, count):
     """Bool mask of the `count` smallest entries of a 1-D float tensor; ties to lower indices."""
     # The bits of a non-negative float32 sort as its value does (NaN above inf).
     keys = ops.view(ops.abs(ops.cast(values, "float32")), "int32")
-    n = int(keys.shape[0])
-    if n <= _DIRECT:
-        # rank_i = #{j : key_j < key_i, or key_j == key_i and j < i}: a strict total order.
-        earlier = ops.convert_to_tensor(np.tril(np.ones((n, n), dtype=bool), -1))
-        smaller = ops.less(keys[None, :], keys[:, None])
-        tied = ops.logical_and(ops.equal(keys[None, :], keys[:, None]), earlier)
-        rank = ops.sum(ops.cast(ops.logical_or(smaller, tied), "int32"), axis=1)
-        return ops.less(rank, count)
     tau = _kth_key(keys, ops.maximum(count, 1))
     below = ops.less(keys, tau)
     at = ops.equal(keys, tau)
