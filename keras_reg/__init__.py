@@ -18,7 +18,17 @@ from keras_reg.pruning import (
     prune_low_magnitude,
     strip_pruning,
 )
-from keras_reg.regularizers import L1, L1L2, L2, ElasticNet, GroupLasso, SparseGroupLasso
+from keras_reg.regularizers import (
+    L1,
+    L1L2,
+    L2,
+    ElasticNet,
+    GroupLasso,
+    SparseGroupLasso,
+    l1,
+    l1_l2,
+    l2,
+)
 from keras_reg.report import SparsityReport, SparsityRow, sparsity_report
 from keras_reg.shrinking import LayerChange, ShrinkPlan, plan_shrink, shrink
 from keras_reg.strength import StrengthScheduler
@@ -42,6 +52,9 @@ __all__ = [
     "SparsityRow",
     "__version__",
     "apply_regularizer",
+    "l1",
+    "l1_l2",
+    "l2",
     "plan_shrink",
     "prox",
     "prune_low_magnitude",

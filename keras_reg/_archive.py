@@ -3,8 +3,17 @@
 A `.keras` file is a zip holding `config.json`, `metadata.json` and
 `model.weights.h5`. Rebuilding the model would import (and run) the code of
 its custom layers and constraints; this reader never does: it opens the zip
-read-only, reads the HDF5 file from memory with h5py, and parses `config.json`
-as plain JSON, only to name weights. It imports neither Keras nor a backend.
+read-only, reads the HDF5 file with h5py one block of one weight at a time,
+and parses `config.json` as plain JSON, only to name weights. It imports
+neither Keras nor a backend.
+
+The file is untrusted input. Only a regular file is opened (never a pipe or a
+device); memory stays bounded by one block whatever the file declares; a
+compressed weights member is inflated only within the free disk space; links,
+virtual and external datasets are never followed; a dataset that cannot be
+counted (no dataspace, long double, strings) is listed as skipped; a file that
+Keras cannot have written (objects reached twice, a hard-link cycle, weights
+holding more data than the file) is refused.
 
 Names: Keras stores a layer's weights as `<group>/vars/0`, `<group>/vars/1`,
 ... with the layer's name as an attribute of `vars`. A weight is named the way
@@ -19,16 +28,30 @@ LayerNormalization layers; any other weight is named by its stored position:
 `weight.path`, and a report of the file matches `sparsity_report(model)`.
 """
 
-import io
 import json
+import math
 import os
 import re
+import shutil
+import stat
+import struct
+import tempfile
 import zipfile
 
 import h5py
 import numpy as np
 
+from keras_reg._blockcount import count_blocks
+
 WEIGHTS_FILE = "model.weights.h5"
+
+# config.json only names weights; a larger one is not a model's config.
+_MAX_CONFIG_BYTES = 16 * 2**20
+# An HDF5 dataset stored in compressed chunks is read a whole chunk at a time.
+_MAX_CHUNK_BYTES = 64 * 2**20
+# Inflating a compressed weights member leaves this much disk free at least.
+_DISK_MARGIN = 2**30
+_COPY_BLOCK = 2**20
 
 _KERNEL_LAYERS = {
     "Dense",
@@ -45,62 +68,238 @@ class ArchiveError(ValueError):
     """A file that is not a readable `.keras` archive; the message is one line."""
 
 
-def read_weights(path, min_rank=0):
-    """The weights stored in a `.keras` file, without rebuilding the model.
+def printable(text):
+    """`text` with every non-printable character escaped (`\\n`, `\\x1b`, `\\u202e`).
+
+    Names come from untrusted files: a control character must not move the
+    cursor, clear the screen, set the terminal's title or start a new line.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )
+
+
+def count_weights(path, threshold=0.0, min_rank=0):
+    """Counts the zeros of the weights stored in a `.keras` file, without rebuilding the model.
+
+    Each weight is read and counted in blocks (`keras_reg._blockcount`): memory
+    stays bounded by one block, whatever the size of the file or of a weight.
+    A compressed `model.weights.h5` member is inflated, in blocks, into a
+    private temporary file that is deleted afterwards; a stored one (as Keras
+    writes it) is read in place.
 
     Args:
         path: path to a `.keras` file. It is opened read-only.
+        threshold: non-negative float that fits in float32.
         min_rank: skip (and never read) weights of lower rank.
 
     Returns:
-        A list of `(name, numpy array)`, layers in the order of the model's
-        config where it is known. Optimizer variables are left out;
-        bfloat16 weights come back as float32.
+        `(counted, skipped)`: `counted` a list of `(name, shape, Counts)`,
+        layers in the order of the model's config where it is known;
+        `skipped` a list of `(name, reason)` for datasets that cannot be
+        counted (no dataspace, a dtype no Keras weight has, a link).
+        Optimizer variables are left out.
 
     Raises:
-        ArchiveError: the path is missing, is not a `.keras` file or cannot
-            be read; the message is one line that starts with the path.
+        ArchiveError: the path is missing, is not a regular `.keras` file or
+            cannot be read; the message is one line that starts with the path.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ArchiveError(f"{path}: no such file")
+    shown = printable(path)
+    if not os.path.lexists(path):
+        raise ArchiveError(f"{shown}: no such file")
     if os.path.isdir(path):
-        raise ArchiveError(f"{path}: is a directory, not a .keras file")
+        raise ArchiveError(f"{shown}: is a directory, not a .keras file")
     if not path.endswith(".keras"):
         raise ArchiveError(
-            f"{path}: not a .keras file (the name must end in .keras; "
+            f"{shown}: not a .keras file (the name must end in .keras; "
             "legacy .h5 files and SavedModel folders are not read)"
         )
     try:
-        with zipfile.ZipFile(path, "r") as archive:
-            if WEIGHTS_FILE not in archive.namelist():
-                raise ArchiveError(f"{path}: no {WEIGHTS_FILE} inside, so not a .keras model file")
-            config = _read_config(archive)
-            blob = archive.read(WEIGHTS_FILE)
-    except ArchiveError:
-        raise
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then
+        # refuses it (and devices such as /dev/zero) before a byte is read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise ArchiveError(f"{path}: cannot be read: {_one_line(exc.strerror or exc)}") from None
-    except Exception as exc:  # BadZipFile, zlib.error, EOFError...: the file is broken
-        raise ArchiveError(f"{path}: corrupt or not a .keras file ({_one_line(exc)})") from None
+        raise ArchiveError(f"{shown}: cannot be read: {_one_line(exc.strerror or exc)}") from None
+    with os.fdopen(fd, "rb") as raw:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ArchiveError(f"{shown}: not a regular file ({_file_kind(mode)}), so not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return _count_archive(raw, shown, threshold, min_rank)
+
+
+def _file_kind(mode):
+    for test, kind in (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def _count_archive(raw, shown, threshold, min_rank):
     try:
-        with h5py.File(io.BytesIO(blob), "r") as h5:
-            return _Walker(config, min_rank, len(blob)).walk(h5)
-    except Exception as exc:  # any failure to parse an untrusted file is the file's fault
-        raise ArchiveError(
-            f"{path}: its {WEIGHTS_FILE} cannot be read ({type(exc).__name__}: {_one_line(exc)})"
-        ) from None
+        archive = zipfile.ZipFile(raw, "r")
+    except Exception as exc:  # BadZipFile, EOFError...: the file is broken
+        raise ArchiveError(f"{shown}: corrupt or not a .keras file ({_one_line(exc)})") from None
+    with archive:
+        try:
+            info = archive.getinfo(WEIGHTS_FILE)
+        except KeyError:
+            raise ArchiveError(
+                f"{shown}: no {WEIGHTS_FILE} inside, so not a .keras model file"
+            ) from None
+        try:
+            config = _read_config(archive)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{shown}: {exc}") from None
+        with _weights_file(archive, raw, info, shown) as (h5_source, size):
+            try:
+                with h5py.File(h5_source, "r") as h5:
+                    return _Walker(config, min_rank, size, threshold).walk(h5)
+            except _Refused as exc:
+                raise ArchiveError(f"{shown}: its {WEIGHTS_FILE} is refused: {exc}") from None
+            except Exception as exc:  # any failure to parse an untrusted file is its fault
+                raise ArchiveError(
+                    f"{shown}: its {WEIGHTS_FILE} cannot be read "
+                    f"({type(exc).__name__}: {_one_line(exc)})"
+                ) from None
+
+
+class _Refused(Exception):
+    """A weights file this reader will not count; the message says why."""
+
+
+class _weights_file:
+    """Context manager giving `(file object or path, size)` for the weights member.
+
+    A stored member is a window onto the archive itself (no copy); a
+    compressed one is inflated in blocks into a private temporary directory,
+    within the free disk space, and removed on exit.
+    """
+
+    def __init__(self, archive, raw, info, shown):
+        self.archive, self.raw, self.info, self.shown = archive, raw, info, shown
+        self.tmpdir = None
+
+    def __enter__(self):
+        info, shown = self.info, self.shown
+        if info.flag_bits & 0x1:
+            raise ArchiveError(f"{shown}: its {WEIGHTS_FILE} is encrypted")
+        if info.compress_type == zipfile.ZIP_STORED:
+            return _Window(self.raw, _data_offset(self.raw, info, shown), info.file_size), (
+                info.file_size
+            )
+        self.tmpdir = tempfile.mkdtemp(prefix="keras-reg-")  # mode 0700: ours alone
+        try:
+            return self._inflate()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _inflate(self):
+        info, shown = self.info, self.shown
+        free = shutil.disk_usage(self.tmpdir).free
+        if info.file_size > free - _DISK_MARGIN:
+            raise ArchiveError(
+                f"{shown}: its {WEIGHTS_FILE} inflates to {info.file_size:,} bytes, more than "
+                f"the free space in {printable(self.tmpdir)} allows ({free:,} bytes free)"
+            )
+        target = os.path.join(self.tmpdir, WEIGHTS_FILE)
+        written = 0
+        try:
+            with self.archive.open(info) as source, open(target, "xb") as sink:
+                while block := source.read(_COPY_BLOCK):
+                    written += len(block)
+                    if written > info.file_size:  # more than declared: crafted
+                        raise ValueError("it inflates to more than its declared size")
+                    sink.write(block)
+        except Exception as exc:
+            raise ArchiveError(
+                f"{shown}: its {WEIGHTS_FILE} cannot be inflated ({_one_line(exc)})"
+            ) from None
+        return target, written
+
+    def __exit__(self, *exc_info):
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        return False
+
+
+def _data_offset(raw, info, shown):
+    """Where a stored member's bytes start, from its local header."""
+    raw.seek(info.header_offset)
+    header = raw.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise ArchiveError(f"{shown}: corrupt or not a .keras file (bad local header)")
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    start = info.header_offset + 30 + name_len + extra_len
+    if start + info.file_size > os.fstat(raw.fileno()).st_size:
+        raise ArchiveError(f"{shown}: corrupt or not a .keras file (truncated {WEIGHTS_FILE})")
+    return start
+
+
+class _Window:
+    """A read-only, seekable view of `size` bytes of `raw` from `start` (for h5py)."""
+
+    def __init__(self, raw, start, size):
+        self.raw, self.start, self.size, self.pos = raw, start, size, 0
+
+    def seekable(self):
+        return True
+
+    def readable(self):
+        return True
+
+    def tell(self):
+        return self.pos
+
+    def seek(self, offset, whence=0):
+        base = {0: 0, 1: self.pos, 2: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def read(self, n=-1):
+        end = self.size if n is None or n < 0 else min(self.size, self.pos + n)
+        if end <= self.pos:
+            return b""
+        data = os.pread(self.raw.fileno(), end - self.pos, self.start + self.pos)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, buffer):
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
 
 def _one_line(exc):
-    return " ".join(str(exc).split())
+    return printable(" ".join(str(exc).split()))
 
 
 def _read_config(archive):
     """config.json as plain JSON, or None: it only serves to name weights."""
     try:
-        config = json.loads(archive.read("config.json"))
-    except Exception:  # missing, broken or too deeply nested: names by position then
+        info = archive.getinfo("config.json")
+    except KeyError:
+        return None
+    if info.file_size > _MAX_CONFIG_BYTES:
+        raise ArchiveError(
+            f"its config.json declares {info.file_size:,} bytes, more than the "
+            f"{_MAX_CONFIG_BYTES:,} a model's config takes"
+        )
+    try:
+        with archive.open(info) as source:
+            config = json.loads(source.read(_MAX_CONFIG_BYTES + 1))
+    except Exception:  # broken or too deeply nested: names by position then
         return None
     return config if isinstance(config, dict) else None
 
@@ -108,8 +307,9 @@ def _read_config(archive):
 def _layer_configs(config):
     """Layer name -> (position in the config, layer config); ambiguous names map to None."""
     found, seen = {}, set()
-
-    def visit(node):
+    stack = [config]  # a walk without recursion: the nesting depth is the file's choice
+    while stack:
+        node = stack.pop()
         if isinstance(node, dict):
             inner = node.get("config")
             # A functional model's entry names its layer at the top level too.
@@ -118,19 +318,15 @@ def _layer_configs(config):
             if isinstance(cls, str) and "DTypePolicy" not in cls and isinstance(name, str):
                 found[name] = None if name in seen else (len(seen), node)
                 seen.add(name)
-            for value in node.values():
-                visit(value)
+            stack.extend(reversed(list(node.values())))
         elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(config)
+            stack.extend(reversed(node))
     return found
 
 
 def _weight_names(layer, shapes):
     """The names of a Keras layer's stored weights, or None where unsure."""
-    if layer is None:
+    if layer is None or any(shape is None for shape in shapes):
         return None
     cls, cfg, module = layer.get("class_name"), layer.get("config"), layer.get("module")
     if layer.get("registered_name") is not None or not str(module).startswith("keras"):
@@ -169,13 +365,34 @@ def _name_of(vars_group, key):
     return str(name)
 
 
+def _is_bfloat16(ds):
+    return ds.attrs.get("dtype") in ("bfloat16", b"bfloat16") and ds.dtype.itemsize == 2
+
+
+def _why_not_countable(ds):
+    """None if `ds` can be counted, else the reason (shown in the report)."""
+    if ds.shape is None:
+        return "empty dataspace (h5py.Empty), nothing to count"
+    if _is_bfloat16(ds):
+        return None
+    kind, size = ds.dtype.kind, ds.dtype.itemsize
+    if kind not in "biuf":
+        return f"dtype {ds.dtype} is not numeric"
+    if kind == "f" and size > 8:
+        return f"dtype float{8 * size} (long double) is not a Keras weight dtype"
+    return None
+
+
 class _Walker:
-    def __init__(self, config, min_rank, file_size):
+    def __init__(self, config, min_rank, file_size, threshold):
         self.file_size = file_size
         self.layers = _layer_configs(config) if config else {}
         self.root_class = config.get("class_name") if config else None
         self.min_rank = min_rank
-        self.out = []
+        self.threshold = threshold
+        self.budget = file_size  # bytes of datasets left to read
+        self.seen = set()
+        self.counted, self.skipped = [], []
 
     def walk(self, h5):
         # Keras builds the layers of a Sequential or subclassed model inside
@@ -184,21 +401,41 @@ class _Walker:
         own = h5.get("vars")
         model_name = _name_of(own, "model") if isinstance(own, h5py.Group) else "model"
         prefixed = self.root_class == "Sequential" or "layers" not in h5
-        self._visit(h5, [model_name] if prefixed else [], root=True)
-        return self.out
+        # Depth first, in the order of the recursive walk, with an explicit
+        # stack: thousands of nested groups must not exhaust Python's.
+        stack = [(h5, [model_name] if prefixed else [], True)]
+        while stack:
+            group, chain, root = stack.pop()
+            stack.extend(reversed(self._visit(group, chain, root)))
+        return self.counted, self.skipped
 
-    def _children(self, group):
-        """Sub-groups, skipping links (which could point outside the archive)."""
+    def _once(self, obj, where):
+        # h5py compares objects by their address in the file.
+        if obj.id in self.seen:
+            raise _Refused(
+                f"{printable(where)} is reached twice through hard links (a cycle or a "
+                "shared object), which Keras never writes"
+            )
+        self.seen.add(obj.id)
+
+    def _children(self, group, chain):
+        """Sub-groups; links (which could point outside the archive) are listed as skipped."""
         for key in group.keys():
-            if isinstance(group.get(key, getlink=True), h5py.HardLink):
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.HardLink):
                 child = group[key]
                 if isinstance(child, h5py.Group):
                     yield key, child
+            else:
+                where = "/".join([*chain, key])
+                self.skipped.append((where, f"{type(link).__name__}, not followed"))
 
     def _visit(self, group, chain, root=False):
-        children = dict(self._children(group))
+        self._once(group, "/".join(chain) or "/")
+        children = dict(self._children(group, chain))
         own = children.pop("vars", None)
         if own is not None:
+            self._once(own, "/".join([*chain, "vars"]))
             self._read_vars(own, chain or [_name_of(own, "model")])
         if root:
             children.pop("optimizer", None)
@@ -209,39 +446,67 @@ class _Walker:
             entry = self.layers.get(name) if name else None
             order = entry[0] if entry else float("inf")
             named.append(((order, _natural(key)), child, name))
-        for _, child, name in sorted(named, key=lambda item: item[0]):
-            self._visit(child, chain + [name] if name else chain)
+        return [
+            (child, chain + [name] if name else chain, False)
+            for _, child, name in sorted(named, key=lambda item: item[0])
+        ]
 
     def _read_vars(self, vars_group, chain):
-        datasets = []
+        datasets, prefix = [], "/".join(chain)
         for key in sorted(vars_group.keys(), key=_natural):
             link = vars_group.get(key, getlink=True)
-            ds = vars_group[key] if isinstance(link, h5py.HardLink) else None
-            # Virtual and external datasets read other files: never follow them.
-            if isinstance(ds, h5py.Dataset) and not ds.is_virtual and not ds.external:
-                datasets.append((key, ds))
+            if not isinstance(link, h5py.HardLink):
+                self.skipped.append(
+                    (f"{prefix}/vars/{key}", f"{type(link).__name__}, not followed")
+                )
+                continue
+            ds = vars_group[key]
+            if not isinstance(ds, h5py.Dataset):
+                continue
+            if ds.is_virtual or ds.external:  # they read other files: never follow them
+                self.skipped.append((f"{prefix}/vars/{key}", "reads another file, not followed"))
+                continue
+            datasets.append((key, ds))
         entry = self.layers.get(chain[-1])
         names = _weight_names(entry[1] if entry else None, [ds.shape for _, ds in datasets])
-        prefix = "/".join(chain)
         for i, (key, ds) in enumerate(datasets):
-            if len(ds.shape) < self.min_rank:
+            name = f"{prefix}/{names[i] if names else f'vars/{key}'}"
+            self._once(ds, name)
+            reason = _why_not_countable(ds)
+            if reason is None and len(ds.shape) < self.min_rank:
                 continue
-            # Keras stores weights uncompressed; more data than the file holds
-            # means a crafted file, which must not make us allocate it.
-            if ds.size * ds.dtype.itemsize > self.file_size:
-                raise ValueError(f"weight {key!r} of shape {ds.shape} is larger than the file")
-            value = _as_numbers(ds)
-            if value is not None:
-                name = names[i] if names else f"vars/{key}"
-                self.out.append((f"{prefix}/{name}", value))
+            if reason is not None:
+                self.skipped.append((name, reason))
+                continue
+            self._check_size(ds, key)
+            self.counted.append((name, tuple(int(d) for d in ds.shape), self._count(ds)))
 
+    def _check_size(self, ds, key):
+        if ds.chunks is not None and ds.id.get_create_plist().get_nfilters():
+            chunk = math.prod(ds.chunks) * ds.dtype.itemsize
+            if chunk > _MAX_CHUNK_BYTES:
+                raise _Refused(
+                    f"weight {printable(repr(key))} is stored in compressed chunks of "
+                    f"{chunk:,} bytes, more than the {_MAX_CHUNK_BYTES:,} this reader holds"
+                )
+        nbytes = ds.size * ds.dtype.itemsize
+        # Keras stores weights uncompressed, each once: more data than the
+        # file holds means a crafted file, which must not make us read it.
+        if nbytes > self.budget:
+            raise _Refused(
+                f"weight {printable(repr(key))} of shape {ds.shape} holds more data than the file"
+            )
+        self.budget -= nbytes
 
-def _as_numbers(ds):
-    """The dataset as a numeric array (bfloat16 widened to float32), or None."""
-    if ds.attrs.get("dtype") in ("bfloat16", b"bfloat16") and ds.dtype.itemsize == 2:
-        import ml_dtypes
+    def _count(self, ds):
+        if _is_bfloat16(ds):
+            import ml_dtypes
 
-        return np.asarray(ds[()]).view(ml_dtypes.bfloat16).astype("float32")
-    if ds.dtype.kind not in "biuf":
-        return None
-    return np.asarray(ds[()])
+            def read(index):
+                return np.asarray(ds[index]).view(ml_dtypes.bfloat16).astype(np.float32)
+        else:
+
+            def read(index):
+                return np.asarray(ds[index])
+
+        return count_blocks(read, ds.shape, self.threshold)

@@ -29,7 +29,7 @@ import math
 import keras
 import numpy as np
 
-from keras_reg import _graph
+from keras_reg import _graph, _keras_private
 
 ZERO, CONST, VAR = 0, 1, 2
 
@@ -88,10 +88,6 @@ def _is(op, classes):
 
 def _weight_names(layer):
     return [v.path.rsplit("/", 1)[-1] for v in layer.weights]
-
-
-def _numpy(variable):
-    return np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
 
 
 def _elementwise(fn, *arrays):
@@ -177,7 +173,7 @@ class Groups:
 class ChannelGraph:
     """Layouts, states and readers of every tensor of a model; then the channels kept."""
 
-    def __init__(self, model):
+    def __init__(self, model, drop_inputs=False):
         self.model = model
         self.calls, self.ids, self.inlined = _graph.walk(model)
         self.groups = Groups()
@@ -186,11 +182,12 @@ class ChannelGraph:
         self.readers = []
         self.calls_of = {}  # id(layer) -> [Call]
         self.unknown = []  # (layer name, reason) of layers kept whole
+        self._arrays = {}  # id(layer) -> {weight name: NumPy array}, each read once
         self.whole = set()  # id() of those layers
         graph = _graph.graph_of(model)
         for t in graph.inputs:
             tid = self.ids.of(t)
-            self._fresh(tid, t.shape, "a model input")
+            self._fresh(tid, t.shape, None if drop_inputs else "a model input")
         for call in self.calls:
             self.calls_of.setdefault(id(call.op), []).append(call)
             self._visit(call)
@@ -207,6 +204,15 @@ class ChannelGraph:
         self.layout[tid] = ([(gid, size)], 1)
         self.state[tid] = (np.full(size, kind, np.int8), np.zeros(size))
         return gid
+
+    def weights(self, layer):
+        """The layer's weights as NumPy arrays, by name (`kernel`, `bias`, ...), read once."""
+        if id(layer) not in self._arrays:
+            self._arrays[id(layer)] = {
+                v.path.rsplit("/", 1)[-1]: np.asarray(keras.ops.convert_to_numpy(v))
+                for v in layer.weights
+            }
+        return self._arrays[id(layer)]
 
     def channels(self, tid):
         segments, _ = self.layout[tid]
@@ -274,12 +280,7 @@ class ChannelGraph:
         ):
             if _is(op, classes):
                 return handler
-        module = type(op).__module__
-        if (
-            not isinstance(op, keras.layers.Layer)
-            and module in ("keras.src.ops.numpy", "keras.src.ops.nn")
-            and type(op).__name__ in _ELEMENTWISE_OPS
-        ):
+        if _keras_private.keras_op_name(op) in _ELEMENTWISE_OPS:
             return self._elementwise_op
         return None
 
@@ -312,7 +313,10 @@ class ChannelGraph:
         tid = call.inputs[0]
         if _is(layer, _SEPARABLE):
             expected = ["depthwise_kernel", "pointwise_kernel"]
-            dw, pw = (np.asarray(layer.depthwise_kernel), np.asarray(layer.pointwise_kernel))
+            dw, pw = (
+                self.weights(layer)["depthwise_kernel"],
+                self.weights(layer)["pointwise_kernel"],
+            )
             mult = dw.shape[-1]
             per_in = np.abs(dw).reshape(-1, dw.shape[-2], mult).max(axis=0) > 0  # (C, M)
             dw_sum = dw.reshape(-1, dw.shape[-2], mult).sum(axis=0).astype(np.float64)
@@ -326,10 +330,10 @@ class ChannelGraph:
                 total += dw_sum[:, m : m + 1] * rows
         else:
             expected = ["kernel"]
-            kernel = np.asarray(layer.kernel).astype(np.float64)
+            kernel = self.weights(layer)["kernel"]
             flat = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
-            nonzero = (flat != 0).any(axis=0)
-            total = flat.sum(axis=0)
+            nonzero = (flat != 0).any(axis=0) if flat.shape[0] > 1 else flat[0] != 0
+            total = flat.sum(axis=0, dtype=np.float64)
         if layer.use_bias:
             expected.append("bias")
         if _weight_names(layer) != expected:
@@ -352,7 +356,7 @@ class ChannelGraph:
         if not foldable:
             var_rows |= (kind == CONST) & (value != 0)
         is_var = (nonzero & var_rows[:, None]).any(axis=0)
-        bias = np.asarray(layer.bias, np.float64) if layer.use_bias else 0.0
+        bias = self.weights(layer)["bias"].astype(np.float64) if layer.use_bias else 0.0
         z = bias + np.where(kind == VAR, 0.0, value) @ total
         if activation_name(layer.activation) is None:  # softmax: the outputs stay whole
             self.groups.fix(out_gid, f"{layer.name}: its activation mixes its outputs")
@@ -380,12 +384,14 @@ class ChannelGraph:
             return reason
         if _weight_names(layer) != ["embeddings"]:
             return f"its weights {_weight_names(layer)} are not ['embeddings']"
+        for gid, _ in self.layout[call.inputs[0]][0]:  # indices, not channels: all stay
+            self.groups.fix(gid, f"{layer.name}: its input holds indices")
         if len(self.calls_of[id(layer)]) > 1:
             first = self.calls_of[id(layer)][0]
             self._same_layout(call.outputs[0], first.outputs[0])
             self.state[call.outputs[0]] = self.state[first.outputs[0]]
             return None
-        table = np.asarray(layer.embeddings)
+        table = self.weights(layer)["embeddings"]
         gid = self.groups.new(table.shape[1])
         self.layout[call.outputs[0]] = ([(gid, table.shape[1])], 1)
         dead = ~(table != 0).any(axis=0)
@@ -419,13 +425,13 @@ class ChannelGraph:
         if _weight_names(layer) != expected:
             return f"its weights {_weight_names(layer)} are not {expected}"
         tid = call.inputs[0]
-        kernel = np.asarray(layer.kernel, np.float64)
+        kernel = self.weights(layer)["kernel"].astype(np.float64)
         flat = kernel.reshape(-1, kernel.shape[-2])  # (positions, C)
         nonzero, total = (flat != 0).any(axis=0), flat.sum(axis=0)
         kind, value = self.state[tid]
         valid = not _pads(layer, call.input_shapes[0])
         is_var = nonzero & ((kind == VAR) | (~valid & (kind == CONST) & (value != 0)))
-        bias = np.asarray(layer.bias, np.float64) if layer.use_bias else 0.0
+        bias = self.weights(layer)["bias"].astype(np.float64) if layer.use_bias else 0.0
         z = bias + np.where(kind == VAR, 0.0, value) * total
         self._same_layout(call.outputs[0], tid)
         self.state[call.outputs[0]] = self._activated(layer.activation, is_var, z)
@@ -448,7 +454,7 @@ class ChannelGraph:
             return f"it normalizes axis {layer.axis}, not the channels (last) axis"
         tid = call.inputs[0]
         self._same_layout(call.outputs[0], tid)
-        weights = {v.path.rsplit("/", 1)[-1]: _numpy(v) for v in layer.weights}
+        weights = {k: v.astype(np.float64) for k, v in self.weights(layer).items()}
         ones = np.ones(self.channels(tid))
         gamma = weights.get("gamma", ones)
         beta = weights.get("beta", 0 * ones)

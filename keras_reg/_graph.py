@@ -8,40 +8,29 @@ same as the outer call's outputs, so channel dependencies cross model
 boundaries. Tensors are named by `TensorIds`, which resolves those aliases.
 
 Reading the graph needs a few private Keras attributes (a functional model's
-nodes by depth, a Sequential model's inner functional graph); they are read
-here only, with a clear error when a Keras release lacks them.
+nodes by depth, a Sequential model's inner functional graph), read through
+`keras_reg._keras_private`.
 """
 
 import dataclasses
 
 import keras
 
-# PRIVATE-KERAS: the graph of a functional model. Keras' own `_run_through_graph`
-# and `clone_model` read the same attributes.
-_NODES_BY_DEPTH = "_nodes_by_depth"
-_SEQUENTIAL_GRAPH = "_functional"
-
-
-def _functional_class():
-    try:
-        from keras.src.models.functional import Functional  # PRIVATE-KERAS
-    except ImportError:  # pragma: no cover - a Keras layout we have not seen
-        return None
-    return Functional
+from keras_reg import _keras_private as private
 
 
 def graph_of(model):
     """The functional graph that runs `model`, or raises a `ValueError` naming it."""
-    functional = _functional_class()
+    functional = private.functional_class()
     if isinstance(model, keras.Sequential):
-        graph = getattr(model, _SEQUENTIAL_GRAPH, None)
+        graph = private.sequential_graph(model)
         if graph is None:
             raise ValueError(
                 f"The Sequential model {model.name!r} has no graph to read: build it with an "
                 "input shape first (start it with keras.Input(shape), or call model.build)."
             )
         return graph
-    if functional is not None and isinstance(model, functional):
+    if isinstance(model, functional):
         if type(model).call is not functional.call:
             raise ValueError(
                 f"The model {model.name!r} ({type(model).__name__}) overrides call(): its "
@@ -56,14 +45,8 @@ def graph_of(model):
 
 
 def run(graph, inputs, operation_fn):
-    """Calls `operation_fn(op)` in place of each operation of `graph`, on new inputs.
-
-    This is how `keras.models.clone_model` rebuilds a functional model.
-    """
-    run_through = getattr(graph, "_run_through_graph", None)  # PRIVATE-KERAS
-    if run_through is None:  # pragma: no cover - a Keras layout we have not seen
-        raise ValueError("This Keras release cannot rerun a functional graph on new inputs.")
-    return run_through(inputs, operation_fn=operation_fn)
+    """Calls `operation_fn(op)` in place of each operation of `graph`, on new inputs."""
+    return private.run_through_graph(graph, inputs, operation_fn)
 
 
 def is_model(op):
@@ -99,16 +82,9 @@ class TensorIds:
 
 
 def _nodes_in_order(graph):
-    by_depth = getattr(graph, _NODES_BY_DEPTH, None)
-    if by_depth is None:  # pragma: no cover - a Keras layout we have not seen
-        raise ValueError(
-            "This Keras release does not expose a functional model's nodes "
-            f"({_NODES_BY_DEPTH}); keras_reg cannot read the model's graph."
-        )
-    for depth in sorted(by_depth, reverse=True):
-        for node in by_depth[depth]:
-            if node.operation is not None and not node.is_input:
-                yield node
+    for node in private.nodes_by_depth(graph):
+        if node.operation is not None and not node.is_input:
+            yield node
 
 
 def walk(model, ids=None, calls=None, owners=None):

@@ -2,36 +2,76 @@
 
 import keras
 
+from keras_reg import _keras_private as _private
+
 __all__ = ["apply_regularizer"]
 
-_KERNELS = ("kernel", "embeddings", "depthwise_kernel", "pointwise_kernel")
+_KERNELS = ("kernel", "embeddings", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")
 
 
 def _weight_name(variable):
     return variable.path.rsplit("/", 1)[-1]
 
 
-def apply_regularizer(model, regularizer, layers=None, weights="kernels"):
+def _slot_of(layer, name):
+    """The attribute holding the regularizer of weight `name`, or None.
+
+    Keras names it after the weight (`kernel_regularizer`, `bias_regularizer`,
+    `gamma_regularizer`, `embeddings_regularizer`), or after the weight's
+    first word for `depthwise_kernel`, `pointwise_kernel` and
+    `recurrent_kernel` (`depthwise_regularizer`, ...); a depthwise conv's
+    `kernel` is in `depthwise_regularizer`.
+    """
+    candidates = [f"{name}_regularizer", f"{name.removesuffix('_kernel')}_regularizer"]
+    if name == "kernel":
+        candidates.append("depthwise_regularizer")
+    for slot in candidates:
+        if hasattr(layer, slot):
+            return slot
+    return None
+
+
+def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwrite=False):
     """Attaches `regularizer` to weights of an already built model.
 
     The penalty joins `model.losses` at once. The layer's config records it
-    (`layer.kernel_regularizer`, ...), so `model.save()` / `load_model` keep it.
-    A compiled model's train and test functions are reset, so the next `fit` or
-    `evaluate` traces them again with the penalty: no recompile is needed.
-    Nested models are walked into. Each weight gets the same regularizer
-    instance (one strength for all).
+    (`layer.kernel_regularizer`, `depthwise_regularizer`, ...), so
+    `model.save()` / `load_model` and `keras.models.clone_model` keep it: this
+    is checked for every weight before anything changes, and a weight whose
+    penalty its layer's config would not keep is refused, by path, with the
+    reason (for example a sub-layer that its parent builds in `__init__`, such
+    as the query, key and value projections of a `MultiHeadAttention` asked for
+    alone, or the layers of a subclassed model). `MultiHeadAttention` as a
+    whole is supported: its own `kernel_regularizer` covers its projections.
+
+    A weight that already has a regularizer is refused, by path, unless
+    `overwrite=True`, which replaces it. Nothing changes when anything is
+    refused. A compiled model's train and test functions are reset, so the
+    next `fit` or `evaluate` traces them again with the penalty: no recompile
+    is needed. Nested functional and Sequential models are walked into. Each
+    weight gets the same regularizer instance (one strength for all).
 
     Args:
         model: a built `keras.Model`.
         regularizer: a `keras.regularizers.Regularizer` instance (keras_reg's or
             Keras' own) or a Keras identifier such as `"l2"`.
         layers: which layers: `None` (all), a predicate `layer -> bool`, or a
-            list of layer names or layer instances.
-        weights: `"kernels"` (kernels and embeddings), `"biases"`, or `"all"`
-            (every weight `w` of a layer that has a `w_regularizer` slot).
+            list of layer names or layer instances, each of which the model
+            must have. A weight is selected when its own layer or a layer
+            holding it is selected.
+        weights: `"kernels"` (kernels, embeddings, depthwise, pointwise and
+            recurrent kernels), `"biases"`, or `"all"` (every weight that has a
+            regularizer slot in its layer, e.g. `gamma_regularizer`).
+        overwrite: bool. If `False` (default), weights that already have a
+            regularizer are refused; if `True`, their regularizer is replaced.
 
     Returns:
         The list of paths of the weights that got the regularizer.
+
+    Raises:
+        ValueError: for a bad argument, a layer name the model lacks, when no
+            weight matches, or for the weights refused as above (the message
+            lists them).
 
     Example:
 
@@ -50,6 +90,7 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels"):
             "The 'model' argument of apply_regularizer must be built (call it on data or "
             f"give it an Input). Received: the unbuilt model {model.name!r}"
         )
+    given = regularizer
     if isinstance(regularizer, str):
         try:
             regularizer = keras.regularizers.get(regularizer)
@@ -58,41 +99,185 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels"):
     if not isinstance(regularizer, keras.regularizers.Regularizer):
         raise ValueError(
             "The 'regularizer' argument of apply_regularizer must be a keras Regularizer "
-            f"instance, such as keras_reg.L2(1e-4). Received: regularizer={regularizer!r}"
+            "instance, such as keras_reg.L2(1e-4), or the name of one of Keras' own "
+            f"('l1', 'l2', 'l1_l2'). Received: regularizer={given!r}"
         )
     if weights not in ("kernels", "biases", "all"):
         raise ValueError(
             "The 'weights' argument of apply_regularizer must be one of 'kernels', 'biases', "
             f"'all'. Received: weights={weights!r}"
         )
-    select = _layer_filter(layers)
-    applied = []
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.Model) or not select(layer):
-            continue
-        for variable in layer._trainable_variables + layer._non_trainable_variables:
-            name = _weight_name(variable)
-            slot = f"{name}_regularizer"
-            wanted = (
-                weights == "all"
-                or (weights == "kernels" and name in _KERNELS)
-                or (weights == "biases" and name == "bias")
-            )
-            if wanted and hasattr(layer, slot):
-                setattr(layer, slot, regularizer)
-                variable.regularizer = regularizer
-                applied.append(variable.path)
-    if not applied:
+    if not isinstance(overwrite, bool):
         raise ValueError(
-            f"apply_regularizer found no {weights} to regularize in model {model.name!r} with "
-            f"layers={layers!r}: the filter matches no layer that has such weights."
+            "The 'overwrite' argument of apply_regularizer must be a bool (True or False). "
+            f"Received: overwrite={overwrite!r}"
+        )
+    select = _layer_filter(layers, model)
+    plan = _plan(model, select, weights)
+    if not plan:
+        raise ValueError(
+            f"apply_regularizer found no weights to regularize in model {model.name!r} with "
+            f"weights={weights!r} and layers={layers!r}: the filter matches no layer that has "
+            "such weights with a regularizer slot (e.g. kernel_regularizer)."
+        )
+    taken = [v.path for _, _, v, _, _ in plan if v.regularizer is not None]
+    if taken and not overwrite:
+        raise ValueError(
+            f"apply_regularizer would replace the regularizer these weights already have: "
+            f"{taken}. Pass overwrite=True to replace it, or leave their layers out with "
+            "layers=..."
+        )
+    refused = _apply_checked(plan, regularizer)
+    if refused:
+        raise ValueError(
+            "apply_regularizer cannot attach a penalty that save/load_model and clone_model "
+            "would keep to these weights, so it changed nothing: "
+            + "; ".join(f"{path}: {why}" for path, why in refused)
+            + ". Leave their layers out with layers=..."
         )
     # Traced train/test steps do not see the new penalty: have Keras trace them again.
     model.train_function = model.test_function = None
-    return applied
+    return [variable.path for _, _, variable, _, _ in plan]
 
 
-def _layer_filter(layers):
+def _graph_layers(model):
+    """`(layer, container)` for every layer that is not a model, in model order.
+
+    `container` is `None` when the layer's config is saved (the layer sits in
+    a functional or Sequential model, possibly nested), else the subclassed
+    model that rebuilds it in its own `__init__`.
+    """
+    out, stack = [], [(model, None)]
+    while stack:
+        current, container = stack.pop()
+        graph = isinstance(current, keras.Sequential) or _private.is_functional(current)
+        inner = container if container is not None or graph else current
+        children = []
+        for layer in current.layers:
+            if isinstance(layer, keras.Model):
+                children.append((layer, inner))
+            else:
+                out.append((layer, inner))
+        stack.extend(reversed(children))
+    return out
+
+
+def _plan(model, select, weights):
+    """`(top, owner, variable, slot, container)` for every weight to regularize."""
+    plan = []
+    for top, container in _graph_layers(model):
+        whole = select(top)
+        for layer in _private.flatten_layers(top, include_self=True):
+            if (isinstance(layer, keras.Model) and layer is not top) or not (
+                whole or select(layer)
+            ):
+                continue
+            for variable in _private.own_variables(layer):
+                name = _weight_name(variable)
+                wanted = (
+                    weights == "all"
+                    or (weights == "kernels" and name in _KERNELS)
+                    or (weights == "biases" and name == "bias")
+                )
+                slot = _slot_of(layer, name) if wanted else None
+                if slot is not None:
+                    plan.append((top, layer, variable, slot, container))
+    return plan
+
+
+def _apply_checked(plan, regularizer):
+    """Attaches, checks what save/load and clone_model keep, and undoes all if anything is lost.
+
+    Returns the `(path, reason)` of refused weights (empty when all is kept).
+    """
+    undo = []
+
+    def set_attr(obj, name, value):
+        undo.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
+
+    tops = {}
+    for top, owner, variable, slot, container in plan:
+        set_attr(owner, slot, regularizer)
+        set_attr(variable, "regularizer", regularizer)
+        parent_slot = None if owner is top else _private.regularizer_attribute(top, slot)
+        if parent_slot is not None:
+            # A layer that builds its sub-layers from its own config
+            # (MultiHeadAttention): its slot is what its config saves. The
+            # check below tells whether it covers exactly the planned weights.
+            set_attr(top, parent_slot, regularizer)
+        tops.setdefault(id(top), (top, container))
+    refused = []
+    for top, container in tops.values():
+        if container is not None:
+            why = (
+                f"its layer {top.name!r} belongs to the subclassed model {container.name!r}, "
+                "which rebuilds its layers in its own __init__ on load"
+            )
+            refused += [(v.path, why) for t, _, v, _, _ in plan if t is top]
+            continue
+        refused += _lost_on_rebuild(top, plan)
+    if refused:
+        for obj, name, value in reversed(undo):
+            setattr(obj, name, value)
+    return refused
+
+
+def _config_of(regularizer):
+    return None if regularizer is None else keras.saving.serialize_keras_object(regularizer)
+
+
+def _lost_on_rebuild(top, plan):
+    """Rebuilds `top` from its config, as load_model and clone_model do; lists what differs."""
+    wanted = [(v.path, _config_of(v.regularizer)) for v in top.weights]
+    planned = {id(v) for t, _, v, _, _ in plan if t is top}
+    if all(owner is top for t, owner, _, _, _ in plan if t is top):
+        # The weights are the layer's own: its config must hold each slot.
+        config = top.get_config()
+        lost = [
+            (v.path, f"the config of layer {top.name!r} does not record {slot!r}")
+            for t, _, v, slot, _ in plan
+            if t is top and _config_of(_deserialize(config.get(slot))) != _config_of(v.regularizer)
+        ]
+        return lost
+    try:
+        config = keras.layers.serialize(top)
+        config["build_config"] = top.get_build_config()  # built on deserializing, as on load
+        clone = keras.layers.deserialize(config)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
+        why = f"layer {top.name!r} cannot be rebuilt from its config to check it ({detail})"
+        return [(v.path, why) for v in top.weights if id(v) in planned]
+    got = [_config_of(getattr(v, "regularizer", None)) for v in clone.weights]
+    if len(got) != len(wanted):
+        why = f"layer {top.name!r} rebuilt from its config has other weights"
+        return [(v.path, why) for v in top.weights if id(v) in planned]
+    lost = []
+    for (path, config), kept in zip(wanted, got, strict=True):
+        if config != kept:
+            why = (
+                f"layer {top.name!r} rebuilt from its config (as load_model and clone_model do) "
+                f"would give it {_name_of(kept)}, not {_name_of(config)}"
+            )
+            lost.append((path, why))
+    return lost
+
+
+def _name_of(config):
+    return "no regularizer" if config is None else f"the regularizer {config.get('class_name')}"
+
+
+def _deserialize(config):
+    if config is None or isinstance(config, keras.regularizers.Regularizer):
+        return config
+    try:
+        return keras.regularizers.deserialize(config)
+    except Exception:
+        return None
+
+
+def _layer_filter(layers, model):
     if layers is None:
         return lambda layer: True
     if callable(layers):
@@ -101,6 +286,19 @@ def _layer_filter(layers):
         names = {item for item in layers if isinstance(item, str)}
         ids = {id(item) for item in layers if isinstance(item, keras.layers.Layer)}
         if len(names) + len(ids) == len(layers):
+            present = _private.flatten_layers(model, include_self=False)
+            missing = sorted(names - {layer.name for layer in present})
+            missing += [
+                item.name
+                for item in layers
+                if isinstance(item, keras.layers.Layer) and all(item is not p for p in present)
+            ]
+            if missing:
+                raise ValueError(
+                    f"The 'layers' argument of apply_regularizer names layers that model "
+                    f"{model.name!r} does not have: {missing}. Its layers are: "
+                    f"{[layer.name for layer in present][:30]}"
+                )
             return lambda layer: layer.name in names or id(layer) in ids
     raise ValueError(
         "The 'layers' argument of apply_regularizer must be None, a callable layer -> bool, "

@@ -5,6 +5,7 @@ import warnings
 import keras
 from keras import ops
 
+from keras_reg import _keras_private as _private
 from keras_reg import regularizers as _regs
 from keras_reg._autodiff import gradient as _gradient
 from keras_reg._validation import check_config_keys
@@ -39,7 +40,7 @@ def _as_proximal(regularizer):
 
 
 def _slot(opt, name, variable):
-    return getattr(opt, name)[opt._get_variable_index(variable)]
+    return _private.slot(opt, name, variable)
 
 
 def _sgd(opt, variable, lr, t):
@@ -82,6 +83,15 @@ _STEP_RULES = (
     (keras.optimizers.RMSprop, _rmsprop),
     (keras.optimizers.Adagrad, _adagrad),
 )
+
+
+# The optimizer state each rule reads: checked at build time (see `Proximal.build`).
+def _rule_slots(rule, optimizer):
+    if rule is _adam:
+        return ("_velocity_hats",) if optimizer.amsgrad else ("_velocities",)
+    if rule is _rmsprop:
+        return ("_velocities", "_average_gradients") if optimizer.centered else ("_velocities",)
+    return {_adamax: ("_u",), _nadam: ("_velocities",), _adagrad: ("_accumulators",)}.get(rule, ())
 
 
 def _step_rule(optimizer):
@@ -133,6 +143,10 @@ class Proximal(keras.optimizers.Optimizer):
     coordinates' steps (for Adam, the step of the group's mean `sqrt(v)`), so
     that a coordinate without gradient, whose step is about `lr / epsilon`,
     cannot blow up its group's step.
+
+    Refused: an optimizer with `use_ema=True` (an average of weights that
+    reached zero is not zero, and its overwrite would undo the sparsity), and
+    `SGD` or `RMSprop` with `momentum >= 1` (an infinite step).
 
     Mixed precision: let `compile()` wrap it (`LossScaleOptimizer(Proximal(...))`);
     wrapping a `LossScaleOptimizer` in `Proximal` is refused. Learning-rate
@@ -196,11 +210,18 @@ class Proximal(keras.optimizers.Optimizer):
                 f"identifier such as 'sgd'. Received: optimizer={optimizer!r} of type "
                 f"{type(optimizer).__name__}"
             )
+        _check_inner(optimizer)
         super().__init__(learning_rate=0.0, name=name or "proximal")
         self.inner_optimizer = optimizer
         self._rule = _step_rule(optimizer) or _scalar_lr
 
     def build(self, var_list):
+        self.inner_optimizer.build(var_list)
+        # A Keras release that renamed the state a rule reads: the learning-rate step.
+        if not _private.has_slots(
+            self.inner_optimizer, _rule_slots(self._rule, self.inner_optimizer)
+        ):
+            self._rule = _scalar_lr
         if self._rule is _scalar_lr and any(_as_proximal(v.regularizer) for v in var_list):
             warnings.warn(
                 f"keras_reg.Proximal cannot read the per-coordinate step of "
@@ -208,27 +229,27 @@ class Proximal(keras.optimizers.Optimizer):
                 "rate, so penalty strengths are relative to that optimizer's step size.",
                 stacklevel=2,
             )
-        self.inner_optimizer.build(var_list)
         super().build(var_list)
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return _private.optimizer_variables(self) + self.inner_optimizer.variables
 
     # `variables` lists the inner optimizer's state too (JAX's stateless_apply maps
     # them), but Keras saves the inner optimizer as a child object already: save
     # only this wrapper's own variables, or the state is stored twice.
     def save_own_variables(self, store):
-        for i, variable in enumerate(self._variables):
+        for i, variable in enumerate(_private.optimizer_variables(self)):
             store[str(i)] = variable.numpy()
 
     def load_own_variables(self, store):
-        if len(store.keys()) != len(self._variables):
+        own = _private.optimizer_variables(self)
+        if len(store.keys()) != len(own):
             raise ValueError(
-                f"Proximal expected {len(self._variables)} variables of its own in the saved "
+                f"Proximal expected {len(own)} variables of its own in the saved "
                 f"file, found {len(store.keys())}: the file was not saved by this version."
             )
-        for i, variable in enumerate(self._variables):
+        for i, variable in enumerate(own):
             variable.assign(store[str(i)])
 
     @property
@@ -245,7 +266,7 @@ class Proximal(keras.optimizers.Optimizer):
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None:
-            trainable_variables = self._trainable_variables
+            trainable_variables = _private.optimizer_trainable_variables(self)
         else:
             trainable_variables = list(trainable_variables)
             if not self.built:
@@ -264,7 +285,7 @@ class Proximal(keras.optimizers.Optimizer):
         lr = inner.learning_rate
         t = inner.iterations + 1
         steps = inner.gradient_accumulation_steps
-        updates = None if not steps else ops.equal((inner._iterations + 1) % steps, 0)
+        updates = None if not steps else ops.equal((_private.raw_iterations(inner) + 1) % steps, 0)
         inner.apply(grads, trainable_variables)
 
         for grad, variable, reg in zip(grads, trainable_variables, regs, strict=True):
@@ -278,11 +299,9 @@ class Proximal(keras.optimizers.Optimizer):
 
     @staticmethod
     def _penalty_gradient(reg, variable):
-        from keras.src.losses.loss import scale_loss_for_distribution
-
         # Keras scales each replica's extra losses by 1 / replicas (tf.distribute);
         # the gradient to take out of this replica's gradient is scaled alike.
-        return scale_loss_for_distribution(_gradient(reg, variable.value))
+        return _private.scale_loss_for_distribution(_gradient(reg, variable.value))
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)
@@ -296,8 +315,35 @@ class Proximal(keras.optimizers.Optimizer):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         check_config_keys(config, ("name", "optimizer"), "Proximal")
+        if "optimizer" not in config:
+            raise ValueError(
+                "The config of Proximal must hold the wrapped optimizer under 'optimizer'. "
+                f"Received: config={config!r}"
+            )
         config = dict(config)
         optimizer = keras.saving.deserialize_keras_object(
             config.pop("optimizer"), custom_objects=custom_objects
         )
         return cls(optimizer, **config)
+
+
+def _check_inner(optimizer):
+    """Refuses wrapped optimizers whose settings make the proximal step meaningless."""
+    if getattr(optimizer, "use_ema", False):
+        # The average of a weight that reached zero is not zero: the EMA overwrite
+        # (periodic, and at the end of fit) would replace the sparse weights by
+        # dense averages, silently undoing what the proximal steps found.
+        raise ValueError(
+            "The 'optimizer' argument of Proximal must not use an exponential moving "
+            "average of the weights (use_ema=True): the averaged weights are not sparse and "
+            "would overwrite the sparse ones. Received: optimizer="
+            f"{type(optimizer).__name__}(use_ema=True)"
+        )
+    momentum = getattr(optimizer, "momentum", None)
+    if _step_rule(optimizer) in (_sgd, _rmsprop) and momentum is not None and momentum >= 1:
+        # The step the optimizer settles to is lr / (1 - momentum): infinite.
+        raise ValueError(
+            "The 'optimizer' argument of Proximal must have momentum < 1: its steady step, "
+            "learning_rate / (1 - momentum), is the proximal step, and is infinite at "
+            f"momentum 1. Received: optimizer={type(optimizer).__name__}(momentum={momentum!r})"
+        )

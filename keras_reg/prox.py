@@ -84,6 +84,11 @@ def prox_elastic_net(x, l1_threshold, l2_threshold):
 
 def _other_axes(x, axis):
     rank = len(x.shape)
+    if rank == 0:
+        raise ValueError(
+            "The 'axis' argument must be a valid axis of the weight, but a scalar weight "
+            f"(shape ()) has no axis to form groups along. Received: axis={axis}"
+        )
     if not -rank <= axis < rank:
         raise ValueError(
             f"The 'axis' argument must be a valid axis of the weight: expected an integer in "

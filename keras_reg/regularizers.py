@@ -6,6 +6,10 @@ precision); `prox(w, step)` returns `argmin_y 1/2 ||y - w||^2 + step * R(y)`,
 the step `keras_reg.Proximal` takes instead of descending the penalty's
 gradient. `get_config()` returns exactly the constructor arguments as plain
 Python values, and each class is registered as `"keras_reg>Name"`.
+
+`L1`, `L2` and `L1L2` are subclasses of Keras' own classes of the same names
+(`isinstance(keras_reg.L1(0.1), keras.regularizers.L1)` holds), and `l1`,
+`l2`, `l1_l2` are their aliases, as in `keras.regularizers`.
 """
 
 import inspect
@@ -17,7 +21,17 @@ from keras import ops
 from keras_reg import prox as _prox
 from keras_reg._validation import check_config_keys, check_float, check_int
 
-__all__ = ["L1", "L2", "L1L2", "ElasticNet", "GroupLasso", "SparseGroupLasso"]
+__all__ = [
+    "L1",
+    "L2",
+    "L1L2",
+    "ElasticNet",
+    "GroupLasso",
+    "SparseGroupLasso",
+    "l1",
+    "l2",
+    "l1_l2",
+]
 
 
 def _penalty_input(x):
@@ -111,7 +125,7 @@ class _Regularizer(keras.regularizers.Regularizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_reg")
-class L1(_Regularizer):
+class L1(_Regularizer, keras.regularizers.L1):
     """L1 penalty: `l1 * sum(|w|)`, the same penalty as `keras.regularizers.L1`.
 
     Its proximal map is soft-thresholding, `sign(w) * max(|w| - step * l1, 0)`,
@@ -142,7 +156,7 @@ class L1(_Regularizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_reg")
-class L2(_Regularizer):
+class L2(_Regularizer, keras.regularizers.L2):
     """L2 penalty: `l2 * sum(w^2)` (no 1/2, as in `keras.regularizers.L2`).
 
     Its proximal map is the shrinkage `w / (1 + 2 * step * l2)`: weights get
@@ -167,15 +181,16 @@ class L2(_Regularizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_reg")
-class L1L2(_Regularizer):
+class L1L2(_Regularizer, keras.regularizers.L1L2):
     """L1 and L2 penalties together: `l1 * sum(|w|) + l2 * sum(w^2)`.
 
     The same penalty as `keras.regularizers.L1L2`. Proximal map:
     `soft_threshold(w, step * l1) / (1 + 2 * step * l2)`.
 
     Args:
-        l1: non-negative float. Defaults to `0.0`.
-        l2: non-negative float. Defaults to `0.0`.
+        l1: non-negative float. Defaults to `0.0`. `None` means `0.0`, as in
+            Keras.
+        l2: non-negative float. Defaults to `0.0`. `None` means `0.0`.
 
     Example:
 
@@ -183,8 +198,8 @@ class L1L2(_Regularizer):
     """
 
     def __init__(self, l1=0.0, l2=0.0):
-        self.l1 = check_float(l1, "l1", "L1L2")
-        self.l2 = check_float(l2, "l2", "L1L2")
+        self.l1 = check_float(0.0 if l1 is None else l1, "l1", "L1L2")
+        self.l2 = check_float(0.0 if l2 is None else l2, "l2", "L1L2")
 
     def penalty(self, x):
         total = ops.zeros((), dtype=x.dtype)
@@ -372,3 +387,9 @@ class SparseGroupLasso(_GroupRegularizer):
             self._group_step(x, step) * group_weight,
             self.axis,
         )
+
+
+# The lower-case aliases `keras.regularizers` has.
+l1 = L1
+l2 = L2
+l1_l2 = L1L2

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_reg import _keras_private as _private
 from keras_reg._validation import check_float
 from keras_reg.regularizers import _Regularizer
 
@@ -11,7 +12,7 @@ __all__ = ["StrengthScheduler"]
 def model_regularizers(model):
     """The distinct keras_reg regularizers of a model: weights' and activity ones."""
     found, seen = [], set()
-    layers = model._flatten_layers(include_self=True)
+    layers = _private.flatten_layers(model, include_self=True)
     candidates = [v.regularizer for v in model.weights if getattr(v, "regularizer", None)]
     candidates += [layer.activity_regularizer for layer in layers]
     for reg in candidates:
@@ -42,11 +43,13 @@ class StrengthScheduler(keras.callbacks.Callback):
 
     Args:
         schedule: a function `(epoch, scale) -> new scale`; epoch counts from 0.
-            It must return a non-negative finite number, or training stops with
-            a `ValueError` naming the epoch and the value.
-        regularizers: the keras_reg regularizer instances to scale. Defaults to
-            every keras_reg regularizer of the model (kernel, bias, activity).
-        verbose: 1 prints the scale at each change.
+            It must return a non-negative number that fits in float32 (the
+            scale is a float32 variable), or training stops with a `ValueError`
+            naming the epoch and the value.
+        regularizers: a non-empty list of the keras_reg regularizer instances
+            to scale. Defaults to every keras_reg regularizer of the model
+            (kernel, bias, activity).
+        verbose: 0 (default) or 1; 1 prints the scale at each change.
 
     Example:
 
@@ -61,17 +64,9 @@ class StrengthScheduler(keras.callbacks.Callback):
                 "The 'schedule' argument of StrengthScheduler must be a callable "
                 f"(epoch, scale) -> scale. Received: schedule={schedule!r}"
             )
-        if regularizers is not None:
-            regularizers = list(regularizers)
-            for reg in regularizers:
-                if not isinstance(reg, _Regularizer):
-                    raise ValueError(
-                        "The 'regularizers' argument of StrengthScheduler must hold keras_reg "
-                        f"regularizers. Received: {reg!r} of type {type(reg).__name__}"
-                    )
         self.schedule = schedule
-        self.regularizers = regularizers
-        self.verbose = verbose
+        self.regularizers = _check_regularizers(regularizers)
+        self.verbose = _check_verbose(verbose)
         self._targets = []
         self._original_train_step = None
 
@@ -99,7 +94,8 @@ class StrengthScheduler(keras.callbacks.Callback):
             value = check_float(value, "scale", "StrengthScheduler")
         except ValueError:
             raise ValueError(
-                f"The schedule of StrengthScheduler must return a non-negative finite float. "
+                "The schedule of StrengthScheduler must return a non-negative float that fits "
+                "in float32 (at most 3.4028235e+38). "
                 f"Received: {value!r} at epoch {epoch}"
             ) from None
         if value == current:
@@ -130,3 +126,35 @@ class StrengthScheduler(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._targets:
             logs["strength_scale"] = self._targets[0].scale
+
+
+def _check_regularizers(regularizers):
+    if regularizers is None:
+        return None
+    expected = (
+        "The 'regularizers' argument of StrengthScheduler must be None (every keras_reg "
+        "regularizer of the model) or a non-empty list of keras_reg regularizers."
+    )
+    if isinstance(regularizers, keras.regularizers.Regularizer):
+        raise ValueError(f"{expected} Received: regularizers={regularizers!r} (wrap it in a list)")
+    try:
+        regularizers = list(regularizers)
+    except TypeError:
+        raise ValueError(
+            f"{expected} Received: regularizers={regularizers!r} of type "
+            f"{type(regularizers).__name__}"
+        ) from None
+    if not regularizers:
+        raise ValueError(f"{expected} Received: regularizers=[]")
+    for reg in regularizers:
+        if not isinstance(reg, _Regularizer):
+            raise ValueError(f"{expected} Received: {reg!r} of type {type(reg).__name__}")
+    return regularizers
+
+
+def _check_verbose(verbose):
+    if isinstance(verbose, bool) or (isinstance(verbose, int) and verbose in (0, 1)):
+        return int(verbose)
+    raise ValueError(
+        f"The 'verbose' argument of StrengthScheduler must be 0 or 1. Received: verbose={verbose!r}"
+    )

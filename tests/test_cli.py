@@ -100,7 +100,7 @@ def test_json_on_a_good_file(tmp_path, capsys, extra):
     threshold = float(extra[1]) if "--threshold" in extra else 0.0
     track = (lambda w: True) if "--all" in extra else "kernels"
     expected = keras_reg.sparsity_report(model, threshold=threshold, track=track)
-    assert data == {"file": str(path), **expected.to_dict()}
+    assert data == {"file": str(path), **expected.to_dict(), "skipped": []}
     # And against NumPy directly, weight by weight.
     arrays = [np.asarray(w.numpy()) for w in model.weights if "--all" in extra or w.ndim >= 2]
     assert [r["zeros"] for r in data["rows"]] == [

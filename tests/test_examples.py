@@ -130,7 +130,16 @@ def test_digits_group_lasso_removes_filters(digits):
             >= layer["removed"] * layer["weights"] // (layer["filters"])
         )
     assert digits["filters_removed_per_epoch"][-1] == removed
-    assert digits["kernel_weights_after_cut"] < digits["kernel_weights_before_cut"]
+
+
+def test_digits_shrinks_to_the_same_predictions(digits):
+    shrunk = digits["shrunk"]
+    kept = {layer["layer"]: layer["filters"] - layer["removed"] for layer in digits["group_layers"]}
+    # conv1's zero filters fold into the valid conv2; conv2's through pooling into the Dense.
+    assert shrunk["filters_after"] == kept
+    assert shrunk["same_predictions"] and shrunk["max_abs_diff"] < 1e-5
+    assert shrunk["params_after"] < shrunk["params_before"]
+    assert shrunk["file_bytes_after"] < shrunk["file_bytes_before"]
 
 
 def test_digits_accuracy_stays_close(digits):

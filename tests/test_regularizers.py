@@ -160,6 +160,9 @@ BAD_NUMBERS = [-0.1, float("nan"), float("inf"), True, "0.1", None, [0.1]]
 )
 @pytest.mark.parametrize("value", BAD_NUMBERS, ids=repr)
 def test_bad_numbers_are_refused_naming_the_argument(cls, arg, value):
+    if cls is keras_reg.L1L2 and value is None:  # Keras' L1L2 reads None as 0.0: so does ours
+        assert cls(**{arg: value}).get_config()[arg] == 0.0
+        return
     with pytest.raises(ValueError) as info:
         cls(**{arg: value})
     message = str(info.value)

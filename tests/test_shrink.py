@@ -95,6 +95,27 @@ def test_output_units_and_input_shape_never_change():
     outputs_match(model, small, normal(8, 6))
 
 
+def test_drop_inputs_removes_unread_features():
+    model = dense_chain()
+    d1 = model.get_layer("d1")
+    kernel = to_numpy(d1.kernel)
+    kernel[[1, 4], :] = 0  # features 1 and 4 are read by no unit
+    set_weights(d1, kernel=kernel)
+    assert keras_reg.shrink(model).input_shape == (None, 6)
+    plan = keras_reg.plan_shrink(model, drop_inputs=True)
+    small = keras_reg.shrink(model, plan=plan)
+    (name,) = plan.inputs_kept
+    assert plan.inputs_kept[name] == [0, 2, 3, 5]
+    assert small.input_shape == (None, 4)
+    np.testing.assert_array_equal(weights(small.get_layer("d1"))["kernel"], kernel[[0, 2, 3, 5]])
+    x = normal(8, 6)
+    a = to_numpy(model(x))
+    b = to_numpy(small(x[:, [0, 2, 3, 5]]))
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(a))
+    with pytest.raises(ValueError, match="'drop_inputs' argument of plan_shrink"):
+        keras_reg.plan_shrink(model, drop_inputs=1)
+
+
 def test_plan_counts_parameters_and_macs():
     model = dense_chain()
     kernel = to_numpy(model.get_layer("d1").kernel)
@@ -417,7 +438,9 @@ def randomize(model, seed=0):
                 v.assign(rng.normal(0, 0.5, size=v.shape).astype(v.dtype))
             elif name in ("moving_variance", "gamma"):
                 v.assign(rng.uniform(0.5, 1.5, size=v.shape).astype(v.dtype))
-        target = getattr(layer, "pointwise_kernel", None) or getattr(layer, "kernel", None)
+        target = getattr(layer, "pointwise_kernel", None)
+        if target is None:
+            target = getattr(layer, "kernel", None)
         if target is None or len(target.shape) < 2:
             continue
         values = to_numpy(target).copy()
@@ -428,6 +451,11 @@ def randomize(model, seed=0):
         target.assign(values)
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the plan is NumPy on every backend; a whole application run op by op takes minutes "
+    "on JAX's CPU dispatch (the hand-built models above cover every backend)",
+)
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "ResNet50V2"])
 def test_applications_shrink_exactly(name):
     model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3))
@@ -437,3 +465,95 @@ def test_applications_shrink_exactly(name):
     assert plan.params_after < 0.9 * plan.params_before
     assert small.count_params() == plan.params_after
     outputs_match(model, small, 10 * normal(2, 32, 32, 3), rtol=1e-4)
+
+
+# --- keras-reg shrink --------------------------------------------------------------------------
+
+
+def saved_model(tmp_path):
+    model = regularized_model()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    return model, path
+
+
+def test_cli_shrink_writes_a_smaller_model_and_never_touches_in(tmp_path, capsys):
+    from keras_reg import cli
+
+    model, source = saved_model(tmp_path)
+    before = source.read_bytes()
+    target = tmp_path / "small.keras"
+    assert cli.main(["shrink", str(source), str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "d1" in out and "5 -> 4" in out
+    assert source.read_bytes() == before
+    small = keras.saving.load_model(target)
+    assert small.get_layer("d1").units == 4
+    outputs_match(model, small, normal(4, 6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "small.keras"]
+
+
+def test_cli_shrink_refusals_are_one_line(tmp_path, capsys):
+    from keras_reg import cli
+
+    _, source = saved_model(tmp_path)
+    target = tmp_path / "small.keras"
+    target.write_bytes(b"keep me")
+    cases = [
+        (["shrink", str(source), str(target)], "already exists; pass --force"),
+        (["shrink", str(source), str(source), "--force"], "never writes to the file it reads"),
+        (["shrink", str(tmp_path / "missing.keras"), str(tmp_path / "x.keras")], "cannot be read"),
+        (["shrink", str(source), str(tmp_path / "x.h5")], "must be a .keras file"),
+        (["shrink", str(tmp_path), str(tmp_path / "x.keras")], "must be a .keras file"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert target.read_bytes() == b"keep me"
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    assert cli.main(["shrink", str(broken), str(tmp_path / "x.keras")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be loaded" in err
+    assert cli.main(["shrink", str(source), str(target), "--force"]) == 0
+    assert keras.saving.load_model(target).get_layer("d1").units == 4
+
+
+def test_mixed_precision_keeps_policies():
+    keras.config.set_dtype_policy("mixed_float16")
+    inputs = keras.Input((6, 6, 2))
+    h = L.Conv2D(6, 3, activation="relu", name="c1")(inputs)
+    h = L.Flatten()(h)
+    model = keras.Model(inputs, L.Dense(3, dtype="float32", name="out")(h))
+    kernel = to_numpy(model.get_layer("c1").kernel)
+    kernel[..., :2] = 0
+    set_weights(model.get_layer("c1"), kernel=kernel, bias=[0.3, 0.1, 0.2, -0.1, 0.5, 0.0])
+    small = keras_reg.shrink(model)
+    assert small.get_layer("c1").filters == 4
+    assert small.get_layer("c1").dtype_policy.name == "mixed_float16"
+    assert small.get_layer("out").dtype_policy.name == "float32"
+    outputs_match(model, small, normal(4, 6, 6, 2), rtol=1e-2)
+
+
+def test_unknown_sizes_are_checked_or_said_unchecked():
+    inputs = keras.Input((None, None, 2))
+    h = L.Conv2D(4, 3, activation="relu", name="c")(inputs)
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(h)))
+    kernel = to_numpy(model.get_layer("c").kernel)
+    kernel[..., 0] = 0
+    set_weights(model.get_layer("c"), kernel=kernel, bias=np.zeros(4))
+    small = keras_reg.shrink(model)  # checked on a 64x64 sample
+    assert small.get_layer("c").filters == 3
+    outputs_match(model, small, normal(2, 9, 7, 2))
+
+
+def test_a_model_that_cannot_run_on_the_sample_is_said_unchecked(monkeypatch):
+    from keras_reg import shrinking
+
+    def fail(model, inputs):
+        raise ValueError("the sample does not fit")
+
+    monkeypatch.setattr(shrinking, "_forward", fail)
+    with pytest.warns(UserWarning, match="did not compare"):
+        keras_reg.shrink(dense_chain())
