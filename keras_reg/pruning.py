@@ -17,6 +17,7 @@ exactly where it stopped.
 import keras
 from keras import ops
 
+from keras_reg._keras_private import flatten_layers
 from keras_reg._validation import check_config_keys, check_float, check_int
 from keras_reg.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
@@ -54,11 +55,6 @@ def _applying_optimizer():
         if isinstance(getattr(scope, "caller", None), keras.optimizers.Optimizer):
             return scope.caller
     return None
-
-
-def _flatten_layers(model):
-    # PRIVATE-KERAS: every layer of a model, nested models and wrapped layers included.
-    return model._flatten_layers(include_self=False)
 
 
 # (shift, bits) of the radix passes over a non-negative float32's 31 bits.
@@ -337,7 +333,7 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
         axis = check_int(axis, "axis", owner)
     select = _layer_filter(layers)
     chosen = []
-    for layer in _flatten_layers(model):
+    for layer in flatten_layers(model, include_self=False):
         if isinstance(layer, keras.Model) or not select(layer):
             continue
         for variable, slot in _prunable(layer):
@@ -404,7 +400,7 @@ def strip_pruning(model):
             f"{type(model).__name__} ({error})"
         ) from None
     copy.set_weights(model.get_weights())
-    for layer in _flatten_layers(copy):
+    for layer in flatten_layers(copy, include_self=False):
         for slot in {s for slots in _SLOTS.values() for s in slots}:
             if isinstance(getattr(layer, slot, None), PruneLowMagnitude):
                 setattr(layer, slot, None)
