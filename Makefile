@@ -18,7 +18,7 @@ PIP_QUIET ?= --quiet
 # autodiff in Proximal, variables read in compiled steps, the callbacks, the round trips.
 BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
 	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
-	tests/test_distribute.py \
+	tests/test_distribute.py tests/test_pruning.py tests/test_shrink.py \
 	tests/test_regularizers.py tests/test_gradients.py
 
 # pytest-xdist workers for the TensorFlow suite (whole test files per worker, so that
@@ -77,5 +77,18 @@ format: $(STAMP)
 bench: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-installed
 	$(PY) -m benchmarks.run --write BENCHMARKS.md
 
+# keras_reg's pruning (Keras 3, .venv) next to TFMOT's on tf_keras (its own virtualenv).
+TFMOT_VENV ?= .venv-tfmot
+.PHONY: bench-tfmot
+$(TFMOT_VENV)/.installed:
+	test -x $(TFMOT_VENV)/bin/python || $(PYTHON) -m venv $(TFMOT_VENV)
+	$(TFMOT_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(TFMOT_VENV)/bin/python -m pip install $(PIP_QUIET) "tensorflow-cpu==2.21.*" \
+		"tf_keras==2.21.*" "tensorflow-model-optimization==0.8.1" scikit-learn
+	touch $@
+
+bench-tfmot: $(STAMP) $(TFMOT_VENV)/.installed
+	$(PY) -m benchmarks.tfmot_compare --tfmot-python $(TFMOT_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) build dist *.egg-info demo_output bench_output
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(TFMOT_VENV) build dist *.egg-info demo_output bench_output

@@ -11,6 +11,13 @@ from keras_reg import prox
 from keras_reg.attach import apply_regularizer
 from keras_reg.callbacks import SparsityLogger
 from keras_reg.optimizers import Proximal
+from keras_reg.pruning import (
+    ConstantSparsity,
+    PolynomialDecay,
+    PruneLowMagnitude,
+    prune_low_magnitude,
+    strip_pruning,
+)
 from keras_reg.regularizers import (
     L1,
     L1L2,
@@ -27,13 +34,16 @@ from keras_reg.shrinking import LayerChange, ShrinkPlan, plan_shrink, shrink
 from keras_reg.strength import StrengthScheduler
 
 __all__ = [
+    "ConstantSparsity",
     "ElasticNet",
     "GroupLasso",
     "L1",
     "L1L2",
     "L2",
     "LayerChange",
+    "PolynomialDecay",
     "Proximal",
+    "PruneLowMagnitude",
     "ShrinkPlan",
     "SparseGroupLasso",
     "StrengthScheduler",
@@ -47,6 +57,8 @@ __all__ = [
     "l2",
     "plan_shrink",
     "prox",
+    "prune_low_magnitude",
     "shrink",
     "sparsity_report",
+    "strip_pruning",
 ]
