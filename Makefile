@@ -1,7 +1,10 @@
 # The front door. Every target creates or reuses its virtualenv and installs from setup.cfg.
-#   make test   the suite on TensorFlow (.venv), then the backend-sensitive tests on
-#               JAX (.venv-jax) and PyTorch (.venv-torch), the docstring examples on all
-#               three, and the documentation site (make docs)
+#   make test   the suite on TensorFlow (.venv) and the backend-sensitive tests on JAX
+#               (.venv-jax) and PyTorch (.venv-torch), the three side by side (the three
+#               virtualenvs are created side by side too); each suite's output is printed
+#               whole when it ends. `make test-tf` (or -jax, -torch) runs one of them.
+#               Then the docstring examples on all three backends and the documentation
+#               site (`make doctest`, `make docs`).
 #   make demo   the main example on bundled data (.venv)
 #   make docs   the documentation site, strict: a broken link or reference fails (.venv-docs)
 PYTHON ?= python3
@@ -19,8 +22,13 @@ PIP_QUIET ?= --quiet
 # autodiff in Proximal, variables read in compiled steps, the callbacks, the round trips.
 BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
 	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
-	tests/test_distribute.py \
-	tests/test_regularizers.py
+	tests/test_distribute.py tests/test_pruning.py tests/test_shrink.py \
+	tests/test_regularizers.py tests/test_gradients.py
+
+# pytest-xdist workers for the TensorFlow suite (whole test files per worker, so that
+# module-scoped fixtures are built once). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -51,7 +59,9 @@ $(DOCS_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
 	$(DOCS_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[docs]"
 	touch $@
 
-test: test-tf test-jax test-torch doctest docs
+# The three suites (and their virtualenvs) at once, whatever -j make was given.
+test:
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-tf test-jax test-torch doctest docs
 
 # The docstring examples, on every backend (each imports its backend once more: ~20 s apiece).
 doctest: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-installed
@@ -60,7 +70,7 @@ doctest: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-inst
 	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
 
 test-tf: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PY) -m pytest
+	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST)
 
 test-jax: $(JAX_VENV)/.keras_reg-installed
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
@@ -84,9 +94,23 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP)
-	$(PY) -m benchmarks.run
+# Writes BENCHMARKS.md from what it measured (JAX and PyTorch figures in their virtualenvs).
+bench: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-installed
+	$(PY) -m benchmarks.run --write BENCHMARKS.md
+
+# keras_reg's pruning (Keras 3, .venv) next to TFMOT's on tf_keras (its own virtualenv).
+TFMOT_VENV ?= .venv-tfmot
+.PHONY: bench-tfmot
+$(TFMOT_VENV)/.installed:
+	test -x $(TFMOT_VENV)/bin/python || $(PYTHON) -m venv $(TFMOT_VENV)
+	$(TFMOT_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(TFMOT_VENV)/bin/python -m pip install $(PIP_QUIET) "tensorflow-cpu==2.21.*" \
+		"tf_keras==2.21.*" "tensorflow-model-optimization==0.8.1" scikit-learn
+	touch $@
+
+bench-tfmot: $(STAMP) $(TFMOT_VENV)/.installed
+	$(PY) -m benchmarks.tfmot_compare --tfmot-python $(TFMOT_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(DOCS_VENV) build dist *.egg-info demo_output \
-		bench_output site strength_sweep_output
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(TFMOT_VENV) $(DOCS_VENV) build dist *.egg-info \
+		demo_output bench_output site strength_sweep_output

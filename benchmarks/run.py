@@ -3,12 +3,15 @@
     python -m benchmarks.run                 # everything, 3-4 minutes on 2 cores
     python -m benchmarks.run --quick         # small models and sizes, under a minute
     python -m benchmarks.run --sections logger,scaling --threads 1
+    python -m benchmarks.run --write BENCHMARKS.md   # what `make bench` runs
 
 Prints the machine, one table per section as it finishes, then every ratio:
 comparison | ratio (median) | goal | met?. Each ratio is measured in one
 process, the variants interleaved in a new shuffled order every round (the
 two sides of a ratio back to back), and is the median over rounds of the
 per-round ratio; the IQR column is the spread of those per-round ratios.
+With `--write PATH` it also writes that summary, the method and the machine as
+Markdown (BENCHMARKS.md is written so, never by hand).
 """
 
 import argparse
@@ -20,7 +23,17 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-SECTIONS = ("penalties", "proximal", "group", "logger", "scaling", "memory")
+SECTIONS = (
+    "penalties",
+    "proximal",
+    "backends",
+    "group",
+    "logger",
+    "scaling",
+    "memory",
+    "report",
+    "shrink",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,11 +48,12 @@ class Config:
     cnn_steps: int = 4
     xla: bool = True  # also time Proximal with jit_compile=True
     group_repeat: int = 5  # compiled penalty+prox calls per timing
-    logger_millions: int = 25
+    logger_millions: tuple = (25, 100)
     sparsity_rounds: int = 21
     scaling_millions: tuple = (1, 10, 25, 50, 100)
     scaling_rounds: int = 15
     memory_millions: int = 100
+    quick: bool = False
 
 
 FULL = Config()
@@ -52,11 +66,12 @@ QUICK = Config(
     cnn_steps=5,
     xla=False,
     group_repeat=3,
-    logger_millions=4,
+    logger_millions=(4,),
     sparsity_rounds=7,
     scaling_millions=(1, 2, 4),
     scaling_rounds=5,
     memory_millions=16,
+    quick=True,
 )
 
 
@@ -76,6 +91,12 @@ def _parse(argv):
     )
     parser.add_argument("--rounds", type=int, help="rounds for the train-step sections")
     parser.add_argument("--seed", type=int, default=0, help="seed of the interleaving order")
+    parser.add_argument(
+        "--write",
+        metavar="PATH",
+        help="also write the method, the machine and every figure as Markdown to PATH "
+        "(make bench: BENCHMARKS.md)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -101,8 +122,70 @@ def _parse(argv):
     return args, cfg, sections
 
 
+LOGGED = []
+
+
 def log(text=""):
     print(text, flush=True)
+    LOGGED.append(text)
+
+
+METHOD = """\
+Every figure is a ratio of two variants timed in the same process, on the same
+machine, in the same run: each round times every variant once, in a new
+shuffled order (the two sides of a ratio back to back), and a figure is the
+median over rounds of the per-round ratio; the IQR column is the spread of the
+per-round ratios. Where a goal lies inside that spread the verdict says
+"within noise". Train steps are compiled Keras train functions on one fixed
+batch (TensorFlow: `steps_per_execution` steps per call; JAX and PyTorch: 10
+`train_on_batch` calls per timing, in their own processes). The sparsity floor
+is one `np.count_nonzero` pass over host copies of the same weights. Peak
+memory is read from the kernel (VmHWM) in a fresh process per implementation.
+Pending rows are goals whose code is not on this branch yet."""
+
+
+def write_markdown(path, command, machine_rows, results, sections_text, elapsed):
+    from benchmarks import _harness
+
+    goals = [r for r in results if r.goal is not None and not r.pending]
+    met = [r for r in goals if r.ratio <= r.goal]
+    text = [
+        "# keras_reg benchmarks",
+        "",
+        f"Written by `make bench` (`{command}`) in {elapsed:.0f} s; do not edit by hand, "
+        "run it again. Goals met: "
+        f"{len(met)} of {len(goals)} measured"
+        + (
+            f", {sum(1 for r in results if r.pending)} pending."
+            if any(r.pending for r in results)
+            else "."
+        ),
+        "",
+        "## Method",
+        "",
+        METHOD,
+        "",
+        "## Machine",
+        "",
+        _harness.table(("", ""), machine_rows, align=["<", "<"]),
+        "",
+        "## Figures",
+        "",
+        _harness.summary_table(results),
+        "",
+        "## Details",
+        "",
+        "<details><summary>Each section's timings, as printed</summary>",
+        "",
+        "```text",
+        *sections_text,
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(text))
 
 
 def main(argv=None):
@@ -115,7 +198,7 @@ def main(argv=None):
     start = time.perf_counter()
     import tensorflow as tf
 
-    from benchmarks import _harness, sparsity, train_steps
+    from benchmarks import _harness, hooks, sparsity, train_steps
 
     # Every section builds many models on purpose; TF's "N out of the last N calls
     # triggered retracing" warning counts first traces of distinct models.
@@ -126,7 +209,9 @@ def main(argv=None):
 
     command = "python -m benchmarks.run" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
     log(f"# keras_reg benchmarks ({'quick' if args.quick else 'full'}): {command.strip()}\n")
-    log(_harness.table(("", ""), _harness.machine(), align=["<", "<"]))
+    machine_rows = _harness.machine()
+    log(_harness.table(("", ""), machine_rows, align=["<", "<"]))
+    details_from = len(LOGGED)
     runners = {
         "penalties": train_steps.penalties,
         "proximal": train_steps.proximal,
@@ -134,6 +219,11 @@ def main(argv=None):
         "logger": sparsity.logger_vs_floor,
         "scaling": sparsity.scaling,
         "memory": sparsity.memory,
+        "backends": train_steps.backends,
+        "report": hooks.report_vs_h5py,
+        "shrink": lambda cfg, log: (
+            hooks.shrink_vs_clone(cfg, log) + hooks.shrunk_vs_direct(cfg, log)
+        ),
     }
     results = []
     for name in sections:
@@ -148,12 +238,23 @@ def main(argv=None):
     if args.quick:
         log("Quick run: small models, sizes and few rounds, a smoke test; the figures of record")
         log("and their verdicts come from the full run (BENCHMARKS.md).")
-    goals = [r for r in results if r.goal is not None]
+    sections_text = LOGGED[details_from:]
+    goals = [r for r in results if r.goal is not None and not r.pending]
     missed = [r for r in goals if r.ratio > r.goal]
     log(
         f"Goals met: {len(goals) - len(missed)} of {len(goals)}"
-        + (" (BENCHMARKS.md says what bounds the others)." if missed else ".")
+        + (f" ({len(missed)} missed: see the IQR column for the noise)." if missed else ".")
     )
+    if args.write:
+        write_markdown(
+            args.write,
+            command.strip(),
+            machine_rows,
+            results,
+            sections_text,
+            time.perf_counter() - start,
+        )
+        log(f"Wrote {args.write}.")
 
 
 if __name__ == "__main__":

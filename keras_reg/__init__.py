@@ -25,6 +25,13 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr
     from keras_reg.attach import apply_regularizer  # noqa: F401
     from keras_reg.callbacks import SparsityLogger  # noqa: F401
     from keras_reg.optimizers import Proximal  # noqa: F401
+    from keras_reg.pruning import (  # noqa: F401
+        ConstantSparsity,
+        PolynomialDecay,
+        PruneLowMagnitude,
+        prune_low_magnitude,
+        strip_pruning,
+    )
     from keras_reg.regularizers import (  # noqa: F401
         L1,
         L1L2,
@@ -42,13 +49,16 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr
 
 # Public name -> the module that defines it ("" for a submodule of that name).
 _EXPORTS = {
+    "ConstantSparsity": "pruning",
     "ElasticNet": "regularizers",
     "GroupLasso": "regularizers",
     "L1": "regularizers",
     "L1L2": "regularizers",
     "L2": "regularizers",
     "LayerChange": "shrinking",
+    "PolynomialDecay": "pruning",
     "Proximal": "optimizers",
+    "PruneLowMagnitude": "pruning",
     "ShrinkPlan": "shrinking",
     "SparseGroupLasso": "regularizers",
     "SparsityLogger": "callbacks",
@@ -61,12 +71,14 @@ _EXPORTS = {
     "l2": "regularizers",
     "plan_shrink": "shrinking",
     "prox": "",
+    "prune_low_magnitude": "pruning",
     "shrink": "shrinking",
     "sparsity_report": "report",
+    "strip_pruning": "pruning",
 }
 
 # The modules whose classes are registered with Keras' serialization.
-_REGISTERING = ("regularizers", "optimizers")
+_REGISTERING = ("regularizers", "optimizers", "pruning")
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -312,20 +312,35 @@ class Proximal(keras.optimizers.Optimizer):
         updates = None if not steps else ops.equal((_private.raw_iterations(inner) + 1) % steps, 0)
         inner.apply(grads, trainable_variables)
 
+        # The scalars each rule needs, cast once per dtype rather than once per variable.
+        scalars = {}
         for grad, variable, reg in zip(grads, trainable_variables, regs, strict=True):
             if grad is None or reg is None:
                 continue
             dtype = variable.dtype
-            step = self._rule(inner, variable, ops.cast(lr, dtype), ops.cast(t, dtype))
-            if updates is not None:
-                step = step * ops.cast(updates, dtype)
+            if dtype not in scalars:
+                scalars[dtype] = (
+                    ops.cast(lr, dtype),
+                    ops.cast(t, dtype),
+                    None if updates is None else ops.cast(updates, dtype),
+                )
+            lr_d, t_d, updates_d = scalars[dtype]
+            step = self._rule(inner, variable, lr_d, t_d)
+            if updates_d is not None:
+                step = step * updates_d
             variable.assign(ops.cast(reg.prox(variable.value, step), dtype))
 
     @staticmethod
     def _penalty_gradient(reg, variable):
+        # Every keras_reg regularizer has its gradient in closed form; another one with
+        # a proximal map gets the backend's autodiff of the same penalty.
+        if isinstance(reg, _regs._Regularizer):
+            grad = reg.gradient(variable.value)
+        else:
+            grad = _gradient(reg, variable.value)
         # Keras scales each replica's extra losses by 1 / replicas (tf.distribute);
         # the gradient to take out of this replica's gradient is scaled alike.
-        return _private.scale_loss_for_distribution(_gradient(reg, variable.value))
+        return _private.scale_loss_for_distribution(grad)
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)

@@ -47,7 +47,9 @@ def prox_l1(x, threshold):
         [-1.0, 0.0, 2.0]
     """
     x = ops.convert_to_tensor(x)
-    return ops.sign(x) * ops.relu(ops.abs(x) - _as(threshold, x))
+    threshold = _as(threshold, x)
+    # x - clip(x, -t, t) is sign(x) * max(|x| - t, 0), bit for bit, in fewer passes.
+    return x - ops.clip(x, -threshold, threshold)
 
 
 def prox_ridge(x, threshold):

@@ -50,6 +50,32 @@ def _sq(x):
     return ops.sum(ops.square(x))
 
 
+def _abs_gradient(x):
+    """d|x|/dx as the backend's autodiff takes it: its convention at exactly zero.
+
+    TensorFlow and PyTorch differentiate `abs` as `sign(x)` (0 at 0). JAX as
+    `x >= 0 ? 1 : -1` (1 at 0 and at -0.0). `Proximal` subtracts this from the
+    gradient Keras computed, so it must be exactly what the autodiff put in.
+    """
+    if keras.backend.backend() == "jax":
+        one = ops.ones_like(x)
+        return ops.where(x >= 0, one, -one)
+    return ops.sign(x)
+
+
+def _group_gradient(x, axis, coefficient):
+    """`coefficient * x_g / ||x_g||` per group, 0 in an all-zero group (see `group_norms`)."""
+    other = _prox._other_axes(x, axis)  # validates the axis
+    squares = ops.sum(ops.square(x), axis=other, keepdims=True)
+    positive = squares > 0
+    safe = ops.where(positive, squares, ops.ones_like(squares))
+    factor = ops.where(positive, coefficient / ops.sqrt(safe), ops.zeros_like(squares))
+    return x * factor
+
+
+_CLOSED_FORM = {}  # class -> whether its `_gradient` is the gradient of its penalty
+
+
 class _Regularizer(keras.regularizers.Regularizer):
     """Shared behaviour: strict `from_config`, plain-float `get_config`, repr."""
 
@@ -81,8 +107,9 @@ class _Regularizer(keras.regularizers.Regularizer):
         """Multiplies the penalty and the proximal step by `value` from now on.
 
         The factor lives in a `keras.Variable`, so a train step compiled before
-        the change reads the new value (TensorFlow, PyTorch). It is training
-        state: `get_config()` keeps the base strengths only.
+        the change reads the new value (TensorFlow, PyTorch; under JAX, when
+        `StrengthScheduler` sets it, which makes it state of the compiled step).
+        It is training state: `get_config()` keeps the base strengths only.
         """
         value = check_float(value, "scale", f"{type(self).__name__}.set_scale")
         if self._scale is None:
@@ -97,8 +124,58 @@ class _Regularizer(keras.regularizers.Regularizer):
             return value
         return value * ops.cast(self._scale, value.dtype)
 
+    def _coefficient(self, value, x):
+        """A strength as a scalar of `x`'s dtype, times the scale: the factor autodiff uses."""
+        value = ops.cast(value, x.dtype)
+        if self._scale is None:
+            return value
+        return value * ops.cast(self._scale, x.dtype)
+
     def __call__(self, x):
         return self._scaled(self.penalty(_penalty_input(x)))
+
+    def gradient(self, x):
+        """The gradient of `self(x)` with respect to `x`, in closed form.
+
+        The (sub)gradient the backend's autodiff computes for the same penalty,
+        its conventions at exactly-zero weights included (`abs` at 0: 0 on
+        TensorFlow and PyTorch, 1 on JAX; an all-zero group: 0), so that
+        `Proximal` can take exactly that gradient out of the one Keras
+        computed. A subclass that redefines the penalty without its gradient
+        gets the backend's autodiff instead.
+
+        Args:
+            x: the weights, a tensor.
+
+        Returns:
+            A tensor of the shape and dtype of `x`.
+        """
+        x = ops.convert_to_tensor(x)
+        if not self._has_closed_form_gradient():
+            from keras_reg._autodiff import gradient
+
+            return gradient(self, x)
+        return ops.cast(self._gradient(_penalty_input(x)), x.dtype)
+
+    @classmethod
+    def _has_closed_form_gradient(cls):
+        """Whether the class that wrote `_gradient` also wrote the penalty in force."""
+        known = _CLOSED_FORM.get(cls)
+        if known is None:
+
+            def owner(name):
+                return next((k for k in cls.__mro__ if name in vars(k)), None)
+
+            writer = owner("_gradient")
+            known = writer not in (None, _Regularizer) and all(
+                issubclass(writer, owner(name)) for name in ("penalty", "__call__")
+            )
+            _CLOSED_FORM[cls] = known  # PyTorch runs this every step: once per class
+        return known
+
+    def _gradient(self, x):
+        """The scaled penalty's gradient at a float32/float64 tensor `x`."""
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
 
     def penalty(self, x):
         """The unscaled penalty of a float tensor `x`."""
@@ -156,6 +233,9 @@ class L1(_Regularizer, keras.regularizers.L1):
     def _prox(self, x, step):
         return _prox.prox_l1(x, step * self.l1)
 
+    def _gradient(self, x):
+        return self._coefficient(self.l1, x) * _abs_gradient(x)
+
 
 @keras.saving.register_keras_serializable(package="keras_reg")
 class L2(_Regularizer, keras.regularizers.L2):
@@ -182,6 +262,10 @@ class L2(_Regularizer, keras.regularizers.L2):
 
     def _prox(self, x, step):
         return _prox.prox_ridge(x, 2.0 * step * self.l2)
+
+    def _gradient(self, x):
+        # d(c * sum x^2) = 2c * x; doubling is exact in floating point.
+        return (2.0 * self._coefficient(self.l2, x)) * x
 
 
 @keras.saving.register_keras_serializable(package="keras_reg")
@@ -217,6 +301,9 @@ class L1L2(_Regularizer, keras.regularizers.L1L2):
 
     def _prox(self, x, step):
         return _prox.prox_elastic_net(x, step * self.l1, 2.0 * step * self.l2)
+
+    def _gradient(self, x):
+        return _l1_l2_gradient(self, x, self.l1, self.l2)
 
 
 @keras.saving.register_keras_serializable(package="keras_reg")
@@ -263,6 +350,22 @@ class ElasticNet(_Regularizer):
         return _prox.prox_elastic_net(
             x, step * self.alpha * self.l1_ratio, step * self.alpha * (1.0 - self.l1_ratio)
         )
+
+    def _gradient(self, x):
+        return _l1_l2_gradient(
+            self, x, self.alpha * self.l1_ratio, 0.5 * self.alpha * (1.0 - self.l1_ratio)
+        )
+
+
+def _l1_l2_gradient(reg, x, l1, l2):
+    """Gradient of `l1 * sum|x| + l2 * sum x^2` (terms with a zero strength are absent)."""
+    grad = None
+    if l1:
+        grad = reg._coefficient(l1, x) * _abs_gradient(x)
+    if l2:
+        ridge = (2.0 * reg._coefficient(l2, x)) * x
+        grad = ridge if grad is None else grad + ridge
+    return ops.zeros_like(x) if grad is None else grad
 
 
 class _GroupRegularizer(_Regularizer):
@@ -352,6 +455,10 @@ class GroupLasso(_GroupRegularizer):
         weight = self.strength * self._sqrt_group_size(x)
         return _prox.prox_group_lasso(x, self._group_step(x, step) * weight, self.axis)
 
+    def _gradient(self, x):
+        coefficient = self._coefficient(self.strength, x) * self._sqrt_group_size(x)
+        return _group_gradient(x, self.axis, coefficient)
+
 
 @keras.saving.register_keras_serializable(package="keras_reg")
 class SparseGroupLasso(_GroupRegularizer):
@@ -401,6 +508,11 @@ class SparseGroupLasso(_GroupRegularizer):
             self._group_step(x, step) * group_weight,
             self.axis,
         )
+
+    def _gradient(self, x):
+        group = self._coefficient(self.strength * (1.0 - self.l1_ratio), x)
+        grad = _group_gradient(x, self.axis, group * self._sqrt_group_size(x))
+        return self._coefficient(self.strength * self.l1_ratio, x) * _abs_gradient(x) + grad
 
 
 # The lower-case aliases `keras.regularizers` has.

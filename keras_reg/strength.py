@@ -1,6 +1,7 @@
 """`StrengthScheduler`: change penalty strengths during `fit`, without recompiling."""
 
 import keras
+import numpy as np
 
 from keras_reg import _keras_private as _private
 from keras_reg._validation import check_float
@@ -22,6 +23,73 @@ def model_regularizers(model):
     return found
 
 
+class _ScaleState(keras.metrics.Metric):
+    """The scales as metric state, so that JAX's compiled train step threads them through.
+
+    It computes nothing: no update, no reset (the scale outlives epochs), no entry
+    in the logs. Under JAX every variable that is not model, optimizer or metric
+    state is traced as a constant (see `JAXTrainer.train_step`); as a metric's state the
+    scales are arguments of the compiled train step, so a new value reaches the
+    step already compiled.
+    """
+
+    def __init__(self, scales):
+        super().__init__(name="keras_reg_strength_scales")
+        self._scales = list(scales)
+
+    @property
+    def variables(self):
+        return list(self._scales)
+
+    def update_state(self, *args, **kwargs):
+        pass
+
+    def reset_state(self):
+        pass
+
+    def result(self):
+        return {}
+
+
+def _bind_scales_in_jax_train_step(train_step, model, scales):
+    """`train_step` reading each scale from the step's metric state, not as a constant.
+
+    Keras maps the metric state onto its variables only while it computes the
+    loss; the penalties (computed in the forward pass) and `Proximal` (in the
+    optimizer's step) read the scale variables outside that mapping. While the
+    step is traced, each scale variable holds the traced value of its state.
+    """
+
+    def bound(state, data):
+        metrics_values = state[3]
+        position = {id(v): i for i, v in enumerate(model.metrics_variables)}
+        saved = [_private_value(v) for v in scales]
+        try:
+            for v in scales:
+                _set_private_value(v, metrics_values[position[id(v)]])
+            return train_step(state, data)
+        finally:
+            for v, value in zip(scales, saved, strict=True):
+                _set_private_value(v, value)
+
+    return bound
+
+
+# PRIVATE-KERAS: a JAX keras.Variable's stored value, read and set during tracing.
+def _private_value(variable):
+    return variable._value
+
+
+# PRIVATE-KERAS
+def _set_private_value(variable, value):
+    variable._value = value
+
+
+# PRIVATE-KERAS: the model's own metric list (Trainer.metrics reads it).
+def _model_metric_list(model):
+    return model._metrics
+
+
 class StrengthScheduler(keras.callbacks.Callback):
     """Sets the scale of keras_reg penalties at the start of each epoch.
 
@@ -31,11 +99,13 @@ class StrengthScheduler(keras.callbacks.Callback):
     Keras' `LearningRateScheduler`, and it writes the scale in effect into
     `logs["strength_scale"]` at the epoch's end.
 
-    The scale is a `keras.Variable` read inside the train step, so on
-    TensorFlow and PyTorch the change takes effect in the train step already
-    compiled, without a retrace. JAX compiles variables that are not model
-    state as constants: there the callback rebuilds the train function when the
-    scale changes (one trace per distinct scale value).
+    The scale is a `keras.Variable` read inside the train step, so the change
+    takes effect in the train step already compiled, without a retrace. Under
+    JAX, which compiles variables that are not model state as constants, the
+    callback makes the scales part of the compiled step's metric state for the
+    duration of `fit` (the train step is traced once for the whole schedule).
+    A value equal to the current scale in float32 (the scale's dtype) sets
+    nothing.
 
     The scale is training state, not configuration: a model saved mid-schedule
     keeps the base strengths in its config (`L1(0.01).get_config() == {"l1":
@@ -75,6 +145,7 @@ class StrengthScheduler(keras.callbacks.Callback):
         self.verbose = _check_verbose(verbose)
         self._targets = []
         self._original_train_step = None
+        self._state = None
 
     def on_train_begin(self, logs=None):
         targets = self.regularizers
@@ -88,10 +159,12 @@ class StrengthScheduler(keras.callbacks.Callback):
         created = [reg for reg in targets if reg._scale is None]
         for reg in created:
             reg.set_scale(1.0)
-        if created:
+        self._targets = targets
+        if keras.backend.backend() == "jax":
+            self._thread_scales_through_jax_state()
+        elif created:
             # A train step traced before the scale existed does not read it.
             self.model.make_train_function(force=True)
-        self._targets = targets
 
     def on_epoch_begin(self, epoch, logs=None):
         current = self._targets[0].scale
@@ -104,30 +177,35 @@ class StrengthScheduler(keras.callbacks.Callback):
                 "in float32 (at most 3.4028235e+38). "
                 f"Received: {value!r} at epoch {epoch}"
             ) from None
-        if value == current:
-            return
-        for reg in self._targets:
+        # Compared as the variable stores it: 0.1 is not its float32 self as a double.
+        stored = np.float32(value)
+        changed = [reg for reg in self._targets if np.float32(reg.scale) != stored]
+        for reg in changed:
             reg.set_scale(value)
-        if keras.backend.backend() == "jax":
-            self._retrace_for_jax()
-        if self.verbose:
+        if changed and self.verbose:
             print(f"\nEpoch {epoch + 1}: StrengthScheduler setting the penalty scale to {value}.")
 
-    def _retrace_for_jax(self):
-        # jax.jit caches traces by function: the same train_step would reuse the trace
-        # that baked the old scale in. A fresh wrapper gets a fresh trace.
+    def _thread_scales_through_jax_state(self):
         model = self.model
-        if self._original_train_step is None:
-            self._original_train_step = model.train_step
-        original = self._original_train_step
-        model.train_step = lambda *args, **kwargs: original(*args, **kwargs)
+        scales = []
+        for reg in self._targets:
+            if all(reg._scale is not v for v in scales):
+                scales.append(reg._scale)
+        self._state = _ScaleState(scales)
+        _model_metric_list(model).append(self._state)
+        self._original_train_step = model.train_step
+        model.train_step = _bind_scales_in_jax_train_step(model.train_step, model, scales)
         model.make_train_function(force=True)
 
     def on_train_end(self, logs=None):
         if self._original_train_step is not None:
-            self.model.train_step = self._original_train_step
+            model = self.model
+            model.train_step = self._original_train_step
             self._original_train_step = None
-            self.model.make_train_function(force=True)
+            metrics = _model_metric_list(model)
+            metrics[:] = [m for m in metrics if m is not self._state]
+            self._state = None
+            model.make_train_function(force=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._targets:

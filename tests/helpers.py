@@ -27,7 +27,7 @@ def groups_along(w, axis):
 
 
 def numpy_penalty(reg, w):
-    """The penalties of REFERENCE.md section 1, written independently in NumPy."""
+    """Each class's penalty as its docstring states it, written independently in NumPy."""
     w = np.asarray(w, dtype=np.float64)
     name = type(reg).__name__
     if name == "L1":
@@ -50,7 +50,7 @@ def numpy_penalty(reg, w):
 
 
 def numpy_prox(reg, w, t):
-    """The proximal maps of REFERENCE.md section 1, in NumPy, for a scalar step t."""
+    """Each class's proximal map (its closed form, as documented), in NumPy, for a scalar step t."""
     w = np.asarray(w, dtype=np.float64)
 
     def st(x, tau):
@@ -94,3 +94,69 @@ def to_numpy(value):
     import keras
 
     return keras.ops.convert_to_numpy(value)
+
+
+# --- fresh processes and the examples ----------------------------------------------------
+
+EXAMPLES = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_python(*args, code=None, backend=None, env=None, cwd=None, timeout=300, check=True):
+    """Runs Python in a fresh process: `python ARGS...`, or `python -c CODE ARGS...`.
+
+    A fresh process is needed where device layouts, a backend or `sys.modules`
+    must start clean. `backend` sets `KERAS_BACKEND`; `env` adds variables to
+    the current environment. With `check`, fails the test (showing the end of
+    stderr) unless the process exits with status 0.
+
+    Returns:
+        The `subprocess.CompletedProcess`, text mode, output captured.
+    """
+    import os
+    import subprocess
+    import sys
+
+    environment = dict(os.environ, **(env or {}))
+    if backend is not None:
+        environment["KERAS_BACKEND"] = backend
+    command = [sys.executable] + (["-c", code] if code is not None else []) + [str(a) for a in args]
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env=environment, cwd=cwd
+    )
+    if check:
+        assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def result_of(run, tag="RESULT"):
+    """The JSON a child process printed on its line starting with `tag`."""
+    import json
+
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith(tag))
+    return json.loads(line[len(tag) :])
+
+
+def load_example(name):
+    """A fresh copy of the module examples/NAME.py, leaving `sys.path` and `sys.modules` as found.
+
+    The examples import their siblings (`_common`, `feature_selection`) by name,
+    so examples/ is on `sys.path` while the module runs its imports; afterwards
+    the sibling modules it imported are dropped from `sys.modules`, so that the
+    next load (and every other test) imports them afresh.
+    """
+    import importlib.util
+    import sys
+
+    before = set(sys.modules)
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+        for added in set(sys.modules) - before:
+            origin = getattr(sys.modules[added], "__file__", None) or ""
+            if origin.startswith(str(EXAMPLES)):
+                del sys.modules[added]
+    return module

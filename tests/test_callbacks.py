@@ -1,11 +1,7 @@
 """SparsityLogger: the logged numbers against independent NumPy counts."""
 
 import importlib.util
-import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -13,6 +9,7 @@ import numpy as np
 import pytest
 
 import keras_reg
+from helpers import result_of, run_python
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 6)).astype("float32")
@@ -310,20 +307,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run_script(tmp_path, mode, backend):
-    script = tmp_path / "script.py"
-    script.write_text(SCRIPT)
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    run = subprocess.run(
-        [sys.executable, str(script), mode],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
+def run_script(mode, backend):
+    return result_of(run_python(mode, code=SCRIPT, backend=backend))
 
 
 def check_result(result, backend):
@@ -341,7 +326,7 @@ def check_result(result, backend):
 @pytest.mark.slow
 def test_tf_distribute_mirrored_strategy(tmp_path):
     pytest.importorskip("tensorflow")
-    check_result(run_script(tmp_path, "mirrored", "tensorflow"), "tensorflow")
+    check_result(run_script("mirrored", "tensorflow"), "tensorflow")
 
 
 @pytest.mark.slow
@@ -349,4 +334,4 @@ def test_tf_distribute_mirrored_strategy(tmp_path):
 def test_other_backends(tmp_path, backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
-    check_result(run_script(tmp_path, "plain", backend), backend)
+    check_result(run_script("plain", backend), backend)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import keras_reg
+from helpers import run_python
 from keras_reg import cli
 
 # TensorFlow prints its own log lines on stderr when it is imported, before any
@@ -175,15 +176,7 @@ def test_unimportable_custom_objects_are_read_not_run(tmp_path):
         sys.exit(status)
         """
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env=dict(os.environ, **QUIET_TF),
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_python(path, code=code, cwd=tmp_path, env=QUIET_TF)
     assert "load_model failed" in run.stderr  # Keras itself cannot rebuild this model
     data = json.loads(run.stdout)
     assert [r["path"] for r in data["rows"]] == [

@@ -5,7 +5,6 @@ two worker processes on localhost. JAX: DataParallel over two host CPU devices.
 Each runs in its own process: device layouts must be set before the backend starts.
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -16,23 +15,15 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import result_of, run_python
+
 SCRIPTS = Path(__file__).parent / "scripts"
 BACKEND = keras.backend.backend()
 tensorflow_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
 
 
 def run_script(name, *args, backend="tensorflow", timeout=600):
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    run = subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
+    return result_of(run_python(SCRIPTS / name, *args, backend=backend, timeout=timeout))
 
 
 @pytest.fixture(scope="module")
@@ -93,14 +84,7 @@ def test_multi_worker_gives_the_single_worker_weights(tmp_path):
     for w, (out, err) in zip(workers, outputs, strict=True):
         assert w.returncode == 0, err[-3000:]
         assert "replicas 2" in out
-    single = subprocess.run(
-        [sys.executable, script, "single", str(tmp_path / "s.npy")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    run_python(script, "single", tmp_path / "s.npy", backend="tensorflow")
     reference = np.load(tmp_path / "s.npy")
     for i in range(2):
         result = np.load(tmp_path / f"w{i}.npy")

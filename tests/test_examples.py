@@ -4,30 +4,23 @@ Each example's `main` runs once per module (in this process, outputs in tmp_path
 check properties of its results, not only that it ran.
 """
 
-import importlib
 import json
 import os
 import struct
-import sys
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+from helpers import load_example
+
 MODULES = ("_common", "feature_selection", "digits_cnn", "claims")
 
 
 @pytest.fixture(scope="module")
 def examples():
-    """The example modules, imported from examples/ (which is not a package)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(EXAMPLES)
-        for name in MODULES:
-            sys.modules.pop(name, None)
-        yield {name: importlib.import_module(name) for name in MODULES}
-        for name in MODULES:
-            sys.modules.pop(name, None)
+    """The example modules, loaded from examples/ (which is not a package)."""
+    return {name: load_example(name) for name in MODULES}
 
 
 @pytest.fixture(scope="module")

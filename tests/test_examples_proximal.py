@@ -1,20 +1,8 @@
 """The Proximal examples run, in quick mode, and show what the README says."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def load(name):
-    sys.path.insert(0, str(EXAMPLES))  # the examples import their `_common` module
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_example as load
 
 
 def test_lasso_agreement_quick(capsys):

@@ -120,9 +120,14 @@ def test_mixed_precision_penalties_are_float32_and_fit_runs(policy, reg):
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.keras_behaviour
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="measured on TensorFlow")
 def test_keras_own_activity_regularizer_still_crashes_under_mixed_float16():
-    """Why we return float32: REFERENCE.md section 3. If Keras fixes it, drop this test."""
+    """Why our penalties return float32 under mixed precision (a fact about Keras).
+
+    Keras' own activity-regularizer penalty comes out float16 under mixed_float16, and
+    `compute_loss` then fails adding it to the float32 loss. If Keras fixes it, drop this test.
+    """
     keras.config.set_dtype_policy("mixed_float16")
     model = keras.Sequential(
         [keras.Input((5,)), keras.layers.Dense(4, activity_regularizer=keras.regularizers.L2(0.1))]

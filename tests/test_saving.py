@@ -2,8 +2,6 @@
 
 import inspect
 import json
-import subprocess
-import sys
 import textwrap
 import zipfile
 
@@ -12,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_reg
-from helpers import REGULARIZERS, reg_id, to_float
+from helpers import REGULARIZERS, reg_id, result_of, run_python, to_float
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(16, 6)).astype("float32")
@@ -121,23 +119,8 @@ FRESH_PROCESS = textwrap.dedent(
 
 def load_in_fresh_process(path, tmp_path, safe_mode=True):
     np.save(tmp_path / "x.npy", X)
-    script = tmp_path / "load.py"
-    script.write_text(FRESH_PROCESS)
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(path),
-            "safe" if safe_mode else "unsafe",
-            str(tmp_path / "x.npy"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
+    mode = "safe" if safe_mode else "unsafe"
+    return result_of(run_python(path, mode, tmp_path / "x.npy", code=FRESH_PROCESS))
 
 
 @pytest.mark.parametrize("safe_mode", [True, False])
@@ -174,6 +157,7 @@ def test_keras_file_stores_registered_names(tmp_path):
     assert '"registered_name": "keras_reg>ElasticNet"' in config
 
 
+@pytest.mark.keras_behaviour
 def test_load_without_import(tmp_path):
     """What a user sees when they forget `import keras_reg` (documented in the README).
 
@@ -192,7 +176,7 @@ def test_load_without_import(tmp_path):
         keras.saving.load_model({str(tmp_path / "en.keras")!r})
         """
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    run = run_python(code=code, check=False)
     assert "L1CLASS keras.src.regularizers" in run.stdout
     assert run.returncode != 0
     assert "'registered_name': 'keras_reg>ElasticNet'" in run.stderr

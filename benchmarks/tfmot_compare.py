@@ -1,0 +1,343 @@
+"""`make bench-tfmot`: keras_reg's pruning on Keras 3 side by side with TFMOT on tf_keras.
+
+    python -m benchmarks.tfmot_compare --tfmot-python .venv-tfmot/bin/python
+    python -m benchmarks.tfmot_compare --tfmot-python ... --quick   # 1 seed, 3 epochs
+
+The same small CNN on scikit-learn's 8x8 digits (Conv2D 16 - Conv2D 32 - MaxPool -
+Dense 64 - Dense 10, Adam 1e-3, batch 32, 20 epochs), pruned with
+`PolynomialDecay(0, s, begin_step=0, end_step=60% of the steps, frequency=10)` at
+s = 0.5, 0.75, 0.9, and unpruned, for 3 seeds: TFMOT 0.8.1 on tf_keras (its own
+virtualenv, `--tfmot-python`) and keras_reg on Keras 3 (TensorFlow backend, this
+interpreter). Both prune every Conv2D and Dense kernel, as TFMOT's
+`prune_low_magnitude(model)` does. A third run, keras_reg's "first conv and
+classifier dense", leaves the two smallest kernels (the first conv's 144 weights,
+the classifier's 640) dense and gives the two big kernels a higher target, so that
+the model has as many zeros in all as in the other runs (the same budget, and the
+same kernel sparsity up to rounding).
+
+Two long-lived worker processes, one per side, take the runs in turns, each side
+going first in turn. Accuracy: 20-epoch runs, 3 seeds. Time: in each worker the
+unpruned and the pruned model train one epoch each, in turns, `--rounds` times
+(no validation inside `fit`); the ratio is the median of the per-round ratios, so
+a slow spell of the shared machine hits both sides of a ratio.
+Sparsity is the fraction of exact zeros over all pruned kernels at the end
+(after `strip_pruning` for TFMOT, whose masked weights are non-zero between
+forward passes).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TARGETS = (0.0, 0.5, 0.75, 0.9)
+EPOCHS, BATCH, FREQUENCY = 20, 32, 10
+
+
+def data(seed=0):
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype("float32")[..., None]
+    return train_test_split(
+        x, digits.target.astype(np.int32), test_size=0.25, random_state=0, stratify=digits.target
+    )
+
+
+def build(keras):
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def epoch_timer(keras):
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def kernel_sparsity(model):
+    import numpy as np
+
+    kernels = [np.asarray(w) for w in model.weights if w.name.split("/")[-1].startswith("kernel")]
+    return float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels))
+
+
+def tfmot_model(job):
+    """A compiled tf_keras model, pruned by TFMOT when `job["target"]`, and its callbacks."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+
+    tf.keras.utils.set_random_seed(job["seed"])
+    model = build(keras)
+    callbacks = []
+    if job["target"]:
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            0.0, job["target"], 0, job["end_step"], frequency=FREQUENCY
+        )
+        model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+        callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return keras, model, callbacks
+
+
+def keras_reg_model(job):
+    """A compiled Keras 3 model, pruned by keras_reg when `job["target"]` (no callback)."""
+    import keras
+    import numpy as np
+
+    import keras_reg
+
+    keras.utils.set_random_seed(job["seed"])
+    model = build(keras)
+    if job["target"] and job.get("variant") == "inner":
+        # The first conv (144 weights) and the classifier (640) stay dense; the two big
+        # kernels take their zeros, so the model has as many zeros as in "every kernel".
+        inner = [model.layers[1], model.layers[4]]
+        total = sum(int(np.prod(w.shape)) for w in model.weights if w.path.endswith("kernel"))
+        size = sum(int(np.prod(layer.kernel.shape)) for layer in inner)
+        final = job["target"] * total / size
+        schedule = keras_reg.PolynomialDecay(0.0, final, 0, job["end_step"], frequency=FREQUENCY)
+        keras_reg.prune_low_magnitude(model, schedule, layers=inner)
+    elif job["target"]:
+        schedule = keras_reg.PolynomialDecay(
+            0.0, job["target"], 0, job["end_step"], frequency=FREQUENCY
+        )
+        keras_reg.prune_low_magnitude(model, schedule)
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return keras, model, []
+
+
+def train(make, job):
+    x_train, x_val, y_train, y_val = data()
+    keras, model, callbacks = make(job)
+    timer = epoch_timer(keras)
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=BATCH,
+        epochs=job["epochs"],
+        verbose=0,
+        callbacks=[timer, *callbacks],
+    )
+    if make is tfmot_model and job["target"]:
+        import tensorflow_model_optimization as tfmot
+
+        model = tfmot.sparsity.keras.strip_pruning(model)
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, accuracy = model.evaluate(x_val, y_val, verbose=0)
+    return {"accuracy": accuracy, "sparsity": kernel_sparsity(model), "times": timer.times}
+
+
+def timing(make, job):
+    """Epochs of the unpruned and the pruned model in turns: `rounds` epoch times of each.
+
+    Each turn is a `fit` of two epochs, timed by a callback from the second epoch's
+    start to its end: the `fit` set-up and the first epoch's iterator warm-up, the same
+    for both models, would dilute the ratio.
+    """
+    x_train, y_train = data()[0], data()[2]
+    models = {
+        "plain": make(dict(job, target=0.0)),
+        "pruned": make(job),
+    }
+    times = {name: [] for name in models}
+    for i in range(job["rounds"] + 1):  # round 0 traces
+        for name in ("plain", "pruned") if i % 2 else ("pruned", "plain"):
+            keras, model, callbacks = models[name]
+            timer = epoch_timer(keras)
+            model.fit(
+                x_train,
+                y_train,
+                batch_size=BATCH,
+                epochs=2,
+                verbose=0,
+                callbacks=[timer, *callbacks],
+            )
+            if i:
+                times[name].append(timer.times[-1])
+    return times
+
+
+SIDES = ("tfmot", "keras_reg", "keras_reg_inner")
+NAMES = {
+    "tfmot": "TFMOT",
+    "keras_reg": "keras_reg",
+    "keras_reg_inner": "keras_reg, first conv and classifier dense",
+}
+
+
+def worker(side):
+    make = tfmot_model if side == "tfmot" else keras_reg_model
+    for line in sys.stdin:
+        job = json.loads(line)
+        result = timing(make, job) if job.get("rounds") else train(make, job)
+        print("RESULT" + json.dumps(result))
+        sys.stdout.flush()
+
+
+class Worker:
+    def __init__(self, python, side):
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        self.side = side
+        self.process = subprocess.Popen(
+            [python, "-m", "benchmarks.tfmot_compare", "--worker", side],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def run(self, job):
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith("RESULT"):
+                return json.loads(line[len("RESULT") :])
+        raise RuntimeError(f"the {self.side} worker stopped (exit {self.process.wait()})")
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tfmot-python", help="python of the virtualenv with TFMOT and tf_keras")
+    parser.add_argument("--worker", choices=("tfmot", "keras_reg"), help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs, 3 timing rounds")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10, help="timing rounds (epochs each)")
+    parser.add_argument("--timing-only", action="store_true", help="skip the accuracy runs")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    if not args.tfmot_python:
+        parser.error("--tfmot-python is required (make bench-tfmot sets it up)")
+    epochs = 3 if args.quick else EPOCHS
+    seeds = 0 if args.timing_only else 1 if args.quick else args.seeds
+    rounds = 3 if args.quick else args.rounds
+    x_train = data()[0]
+    steps = -(-len(x_train) // BATCH) * epochs
+    end_step = int(0.6 * steps)
+    print(
+        f"digits CNN, {len(x_train)} training images, {epochs} epochs x {steps // epochs} steps, "
+        f"PolynomialDecay(0, s, 0, end_step={end_step}, frequency={FREQUENCY}), {seeds} seeds, "
+        f"{rounds} timing rounds"
+    )
+    workers = {
+        "tfmot": Worker(args.tfmot_python, "tfmot"),
+        "keras_reg": Worker(sys.executable, "keras_reg"),
+    }
+
+    def run(side, job):
+        if side == "keras_reg_inner":
+            job = dict(job, variant="inner")
+        return workers["tfmot" if side == "tfmot" else "keras_reg"].run(job)
+
+    results, timings = {}, {}
+    start = time.perf_counter()
+    try:
+        turn = 0
+        for seed in range(seeds):
+            for target in TARGETS:
+                # Each side goes first in turn, so no side always follows the same one.
+                for side in SIDES[turn % 3 :] + SIDES[: turn % 3]:
+                    if side == "keras_reg_inner" and not target:
+                        continue  # unpruned: the same model as keras_reg's
+                    job = {"seed": seed, "target": target, "epochs": epochs, "end_step": end_step}
+                    result = results[side, target, seed] = run(side, job)
+                    print(
+                        f"  {side:15s} s={target:<4} seed={seed}: accuracy {result['accuracy']:.4f}"
+                        f" sparsity {result['sparsity']:.4f}",
+                        flush=True,
+                    )
+                turn += 1
+        for target in TARGETS[1:]:
+            for side in SIDES[turn % 3 :] + SIDES[: turn % 3]:
+                job = {"seed": 0, "target": target, "end_step": end_step, "rounds": rounds}
+                times = timings[side, target] = run(side, job)
+                print(
+                    f"  {side:15s} s={target:<4} timing: pruned/unpruned epoch "
+                    f"{per_round_ratio(times):.2f}x",
+                    flush=True,
+                )
+            turn += 1
+    finally:
+        for w in workers.values():
+            w.close()
+    print(f"({time.perf_counter() - start:.0f} s)\n")
+    print(table(results, timings, seeds, epochs))
+
+
+def per_round_ratio(times):
+    ratios = [p / q for p, q in zip(times["pruned"], times["plain"], strict=True)]
+    return statistics.median(ratios)
+
+
+def table(results, timings, seeds, epochs):
+    def accuracy(side, target):
+        if not seeds:
+            return "-", "-"
+        side = side if target or side == "tfmot" else "keras_reg"
+        acc = [results[side, target, seed]["accuracy"] for seed in range(seeds)]
+        spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        sparsity = statistics.mean(results[side, target, s]["sparsity"] for s in range(seeds))
+        return f"{100 * statistics.mean(acc):.1f}% ± {100 * spread:.1f}", f"{sparsity:.4f}"
+
+    def epoch(side, target):
+        times = timings[side, target if target else 0.9]
+        ms = 1e3 * statistics.median(times["pruned" if target else "plain"])
+        ratio = f"{per_round_ratio(times):.2f}x" if target else "1.00x"
+        return f"{ms:.0f} ms", ratio
+
+    lines = [
+        "| target | run | validation accuracy | kernel sparsity | epoch | epoch / unpruned |",
+        "|---|---|---|---|---|---|",
+    ]
+    for target in TARGETS:
+        for side in SIDES if target else SIDES[:2]:
+            cells = [f"{target:g}" if target else "unpruned", NAMES[side]]
+            cells += [*accuracy(side, target), *epoch(side, target)]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        f"\nAccuracy: mean ± std over {seeds} seeds, {epochs} epochs. Epoch: the median of "
+        "epochs timed in turns with the same side's unpruned model (one process per side); "
+        "the ratio is the median of the per-round ratios."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

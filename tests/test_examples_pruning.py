@@ -1,0 +1,39 @@
+"""examples/prune_digits.py in quick mode: exact structured targets, then an exact shrink."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def result():
+    sys.path.insert(0, str(EXAMPLES))  # the examples import their `_common` module
+    try:
+        spec = importlib.util.spec_from_file_location("prune_digits", EXAMPLES / "prune_digits.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.main(quick=True)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+def test_each_pruned_layer_has_exactly_the_target_zero_groups(result):
+    for name, layer in result["layers"].items():
+        assert layer["zero_groups"] == round(result["target"] * layer["groups"]), name
+        # SparsityLogger saw the schedule rise to the target.
+        per_epoch = layer["zero_groups_per_epoch"]
+        assert per_epoch == sorted(per_epoch) and per_epoch[-1] == layer["zero_groups"], name
+
+
+def test_shrink_removes_exactly_the_zero_groups_and_keeps_the_outputs(result):
+    for name, layer in result["layers"].items():
+        assert layer["kept"] == layer["groups"] - layer["zero_groups"], name
+    assert result["max_output_difference"] < 1e-5
+    assert result["accuracy"]["shrunk"] == result["accuracy"]["pruned"]
+    assert result["params_after"] < result["params_before"] / 20
+    assert result["accuracy"]["dense"] > 0.9
+    assert set(result["latency_ms"]) == {"pruned", "shrunk"}
