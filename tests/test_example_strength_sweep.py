@@ -1,25 +1,13 @@
 """examples/strength_sweep.py (the docs' "choosing a strength" plot) runs and shows a trade-off."""
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
-
-EXAMPLES = Path(__file__).parent.parent / "examples"
+from helpers import load_example
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(EXAMPLES))
-        for name in ("_common", "strength_sweep"):
-            sys.modules.pop(name, None)
-        results = importlib.import_module("strength_sweep").main(quick=True, out=str(out))
-        for name in ("_common", "strength_sweep"):
-            sys.modules.pop(name, None)
-    return results, out
+    return load_example("strength_sweep").main(quick=True, out=str(out)), out
 
 
 def test_more_strength_gives_more_zeros_and_fewer_features(sweep):
