@@ -1,6 +1,7 @@
 """examples/strength_sweep.py (the docs' "choosing a strength" plot) runs and shows a trade-off."""
 
 import pytest
+
 from helpers import load_example
 
 
