@@ -79,6 +79,7 @@ def test_layer_names_exist_in_this_keras():
     (add,) = [node.operation for node in private.nodes_by_depth(op_node)][1:]
     assert private.keras_op_name(add) == "Add"
     assert private.keras_op_name(model.get_layer("d")) is None
+    assert private.applying_optimizer() is None  # outside any optimizer.apply
 
 
 def test_scale_loss_matches_keras_own_outside_distribution():
