@@ -2,12 +2,17 @@
 #   make test   the suite on TensorFlow (.venv), then the backend-sensitive tests on
 #               JAX (.venv-jax) and PyTorch (.venv-torch)
 #   make demo   the main example on bundled data (.venv)
+#   make test-keras-min  the backend-sensitive tests on JAX against the lowest Keras that
+#               setup.cfg allows (.venv-keras-min); not part of make test (~N min, see below)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras_reg-installed
 JAX_VENV ?= .venv-jax
 TORCH_VENV ?= .venv-torch
+# The lowest Keras that setup.cfg allows (install_requires keras>=3.14): keep the two equal.
+KERAS_MIN ?= 3.14.1
+KERAS_MIN_VENV ?= .venv-keras-min
 # A CPU wheel of this version is on the project's machines; newer ones are CUDA builds (GBs).
 TORCH_VERSION ?= 2.13.0
 PIP_QUIET ?= --quiet
@@ -17,11 +22,11 @@ PIP_QUIET ?= --quiet
 BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
 	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
 	tests/test_distribute.py \
-	tests/test_regularizers.py
+	tests/test_regularizers.py tests/test_keras_private.py
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test test-tf test-jax test-torch demo lint format bench clean
+.PHONY: test test-tf test-jax test-torch test-keras-min demo lint format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +47,12 @@ $(TORCH_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
 	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[dev]"
 	touch $@
 
+$(KERAS_MIN_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
+	test -x $(KERAS_MIN_VENV)/bin/python || $(PYTHON) -m venv $(KERAS_MIN_VENV)
+	$(KERAS_MIN_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(KERAS_MIN_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[jax,dev]" "keras==$(KERAS_MIN)"
+	touch $@
+
 test: test-tf test-jax test-torch
 
 test-tf: $(STAMP)
@@ -52,6 +63,9 @@ test-jax: $(JAX_VENV)/.keras_reg-installed
 
 test-torch: $(TORCH_VENV)/.keras_reg-installed
 	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
+
+test-keras-min: $(KERAS_MIN_VENV)/.keras_reg-installed
+	KERAS_BACKEND=jax $(KERAS_MIN_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
 
 demo: $(STAMP)
 	$(PY) examples/feature_selection.py
@@ -68,4 +82,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) build dist *.egg-info demo_output bench_output
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(KERAS_MIN_VENV) build dist *.egg-info demo_output bench_output
