@@ -3,7 +3,7 @@
 #               JAX (.venv-jax) and PyTorch (.venv-torch)
 #   make demo   the main example on bundled data (.venv)
 #   make test-keras-min  the backend-sensitive tests on JAX against the lowest Keras that
-#               setup.cfg allows (.venv-keras-min); not part of make test (~N min, see below)
+#               setup.cfg allows (.venv-keras-min); not part of make test (21 min on the shared 2-core machine)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
