@@ -106,8 +106,5 @@ bench-tfmot: $(STAMP) $(TFMOT_VENV)/.installed
 	$(PY) -m benchmarks.tfmot_compare --tfmot-python $(TFMOT_VENV)/bin/python
 
 clean:
-<<<<<<< HEAD
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(TFMOT_VENV) build dist *.egg-info demo_output bench_output
-=======
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(KERAS_MIN_VENV) build dist *.egg-info demo_output bench_output
->>>>>>> harden
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(KERAS_MIN_VENV) $(TFMOT_VENV) build dist \
+		*.egg-info demo_output bench_output
