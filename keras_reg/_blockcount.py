@@ -30,7 +30,7 @@ Counts = collections.namedtuple("Counts", ["zeros", "zero_rows", "zero_cols"])
 def _zero_mask(block, threshold):
     block = np.asarray(block)
     if block.dtype != np.float64:
-        block = block.astype(np.float32)
+        block = block.astype(np.float32, copy=False)
     if threshold == 0.0:
         return block == 0
     return np.abs(block) <= block.dtype.type(threshold)
@@ -67,12 +67,12 @@ def count_blocks(read, shape, threshold, limit=BLOCK):
     shape = tuple(int(d) for d in shape)
     rank = len(shape)
     if rank == 0:
-        return Counts(int(_zero_mask(read(()), threshold).sum()), None, None)
+        return Counts(int(np.count_nonzero(_zero_mask(read(()), threshold))), None, None)
     if math.prod(shape) == 0:
         return Counts(0, 0, 0) if rank >= 2 else Counts(0, None, None)
     if rank == 1:
         zeros = sum(
-            int(_zero_mask(read(index), threshold).sum())
+            int(np.count_nonzero(_zero_mask(read(index), threshold)))
             for index, _ in row_major_blocks(shape, limit)
         )
         return Counts(zeros, None, None)
@@ -82,9 +82,9 @@ def count_blocks(read, shape, threshold, limit=BLOCK):
     col_zero = np.ones(shape[-1], dtype=bool)
     for index, axis in row_major_blocks(shape, limit):
         mask = _zero_mask(read(index), threshold)
-        zeros += int(mask.sum())
+        zeros += int(np.count_nonzero(mask))
         if axis == 0:  # whole rows
-            zero_rows += int(mask.reshape(mask.shape[0], -1).all(axis=1).sum())
+            zero_rows += int(np.count_nonzero(mask.reshape(mask.shape[0], -1).all(axis=1)))
             col_zero &= mask.reshape(-1, shape[-1]).all(axis=0)
             continue
         if index[0] != row:  # part of one row: its flag spans blocks
@@ -96,7 +96,7 @@ def count_blocks(read, shape, threshold, limit=BLOCK):
         else:
             col_zero &= mask.reshape(-1, shape[-1]).all(axis=0)
     zero_rows += int(row is not None and row_zero)
-    return Counts(zeros, zero_rows, int(col_zero.sum()))
+    return Counts(zeros, zero_rows, int(np.count_nonzero(col_zero)))
 
 
 def _count_column_major(read, shape, threshold, limit):
@@ -109,7 +109,7 @@ def _count_column_major(read, shape, threshold, limit):
     row_zero = np.ones(shape[0], dtype=bool)
     for start in range(0, shape[-1], width):
         mask = _zero_mask(read((Ellipsis, slice(start, start + width))), threshold)
-        zeros += int(mask.sum())
+        zeros += int(np.count_nonzero(mask))
         row_zero &= mask.reshape(shape[0], -1).all(axis=1)
-        zero_cols += int(mask.reshape(-1, mask.shape[-1]).all(axis=0).sum())
-    return Counts(zeros, int(row_zero.sum()), zero_cols)
+        zero_cols += int(np.count_nonzero(mask.reshape(-1, mask.shape[-1]).all(axis=0)))
+    return Counts(zeros, int(np.count_nonzero(row_zero)), zero_cols)
