@@ -24,8 +24,9 @@ and `Sequential._functional` (the graph `shrink` reads and reruns); the modules
 `keras.src.ops.numpy` and `keras.src.ops.nn`, where `keras.ops` functions keep
 their graph operations; Keras' name-scope stack (`global_state`
 "name_scope_stack", whose scopes name their `caller`: the optimizer whose
-`apply` runs, for pruning constraints). `tests/test_keras_private.py` checks every one of them
-against the installed Keras.
+`apply` runs, for pruning constraints); `Variable._value` and `Trainer._metrics`
+(StrengthScheduler's scales ride in the metric state on JAX).
+`tests/test_keras_private.py` checks every one of them against the installed Keras.
 """
 
 import keras
@@ -192,3 +193,27 @@ def applying_optimizer():
         if isinstance(getattr(scope, "caller", None), keras.optimizers.Optimizer):
             return scope.caller
     return None
+
+
+# --- variables and models on JAX (StrengthScheduler) ------------------------------------------
+
+
+def variable_value(variable):
+    """A JAX `keras.Variable`'s stored value (`Variable._value`), read during tracing."""
+    if not hasattr(variable, "_value"):
+        raise _missing("Variable._value")
+    return variable._value
+
+
+def set_variable_value(variable, value):
+    """Sets `Variable._value` (a traced value while the train step is traced)."""
+    if not hasattr(variable, "_value"):
+        raise _missing("Variable._value")
+    variable._value = value
+
+
+def model_metrics(model):
+    """The model's own metric list (`Trainer._metrics`, which `Trainer.metrics` reads)."""
+    if not hasattr(model, "_metrics"):
+        raise _missing("Trainer._metrics")
+    return model._metrics
