@@ -7,6 +7,9 @@
 #               site (`make doctest`, `make docs`).
 #   make demo   the main example on bundled data (.venv)
 #   make docs   the documentation site, strict: a broken link or reference fails (.venv-docs)
+#   make test-keras-min  the backend-sensitive tests on JAX against the lowest Keras that
+#               setup.cfg allows (.venv-keras-min); not part of make test (21 min on a
+#               loaded 2-core machine)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,6 +17,9 @@ STAMP := $(VENV)/.keras_reg-installed
 JAX_VENV ?= .venv-jax
 TORCH_VENV ?= .venv-torch
 DOCS_VENV ?= .venv-docs
+# The lowest Keras that setup.cfg allows (install_requires keras>=3.14): keep the two equal.
+KERAS_MIN ?= 3.14.1
+KERAS_MIN_VENV ?= .venv-keras-min
 # A CPU wheel of this version is on the project's machines; newer ones are CUDA builds (GBs).
 TORCH_VERSION ?= 2.13.0
 PIP_QUIET ?= --quiet
@@ -23,7 +29,7 @@ PIP_QUIET ?= --quiet
 BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
 	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
 	tests/test_distribute.py tests/test_pruning.py tests/test_shrink.py \
-	tests/test_regularizers.py tests/test_gradients.py
+	tests/test_regularizers.py tests/test_gradients.py tests/test_keras_private.py
 
 # pytest-xdist workers for the TensorFlow suite (whole test files per worker, so that
 # module-scoped fixtures are built once). TEST_WORKERS=0 runs it in one process.
@@ -32,7 +38,7 @@ XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test test-tf test-jax test-torch doctest demo docs lint format bench clean
+.PHONY: test test-tf test-jax test-torch test-keras-min doctest demo docs lint format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +65,12 @@ $(DOCS_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
 	$(DOCS_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[docs]"
 	touch $@
 
+$(KERAS_MIN_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
+	test -x $(KERAS_MIN_VENV)/bin/python || $(PYTHON) -m venv $(KERAS_MIN_VENV)
+	$(KERAS_MIN_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
+	$(KERAS_MIN_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[jax,dev]" "keras==$(KERAS_MIN)"
+	touch $@
+
 # The three suites (and their virtualenvs) at once, whatever -j make was given.
 test:
 	$(MAKE) --no-print-directory -j3 --output-sync=target test-tf test-jax test-torch doctest docs
@@ -77,6 +89,9 @@ test-jax: $(JAX_VENV)/.keras_reg-installed
 
 test-torch: $(TORCH_VENV)/.keras_reg-installed
 	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
+
+test-keras-min: $(KERAS_MIN_VENV)/.keras_reg-installed
+	KERAS_BACKEND=jax $(KERAS_MIN_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
 
 # TensorFlow 2.21 prints a oneDNN notice on import that TF_CPP_MIN_LOG_LEVEL does not hide.
 demo: $(STAMP)
@@ -112,5 +127,5 @@ bench-tfmot: $(STAMP) $(TFMOT_VENV)/.installed
 	$(PY) -m benchmarks.tfmot_compare --tfmot-python $(TFMOT_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(TFMOT_VENV) $(DOCS_VENV) build dist *.egg-info \
-		demo_output bench_output site strength_sweep_output
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(KERAS_MIN_VENV) $(TFMOT_VENV) $(DOCS_VENV) \
+		build dist *.egg-info demo_output bench_output site strength_sweep_output

@@ -41,7 +41,7 @@ import zipfile
 import h5py
 import numpy as np
 
-from keras_reg._blockcount import count_blocks
+from keras_reg._blockcount import BLOCK, count_blocks
 
 WEIGHTS_FILE = "model.weights.h5"
 
@@ -164,7 +164,10 @@ def _count_archive(raw, shown, threshold, min_rank):
         with _weights_file(archive, raw, info, shown) as (h5_source, size):
             try:
                 with h5py.File(h5_source, "r") as h5:
-                    return _Walker(config, min_rank, size, threshold).walk(h5)
+                    walker = _Walker(config, min_rank, size, threshold)
+                    if isinstance(h5_source, _Window):
+                        walker.window = h5_source
+                    return walker.walk(h5)
             except _Refused as exc:
                 raise ArchiveError(f"{shown}: its {WEIGHTS_FILE} is refused: {exc}") from None
             except Exception as exc:  # any failure to parse an untrusted file is its fault
@@ -276,9 +279,18 @@ class _Window:
         return data
 
     def readinto(self, buffer):
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
+        view = memoryview(buffer).cast("B")
+        if not hasattr(os, "preadv"):  # pragma: no cover - not Linux
+            data = self.read(len(view))
+            view[: len(data)] = data
+            return len(data)
+        n = max(0, min(len(view), self.size - self.pos))
+        if n == 0:
+            return 0
+        # Straight into h5py's buffer: no intermediate bytes object, no second copy.
+        got = os.preadv(self.raw.fileno(), [view[:n]], self.start + self.pos)
+        self.pos += got
+        return got
 
 
 def _one_line(exc):
@@ -393,6 +405,7 @@ class _Walker:
         self.budget = file_size  # bytes of datasets left to read
         self.seen = set()
         self.counted, self.skipped = [], []
+        self.window = None  # the stored member, read directly where a dataset allows
 
     def walk(self, h5):
         # Keras builds the layers of a Sequential or subclassed model inside
@@ -498,7 +511,51 @@ class _Walker:
             )
         self.budget -= nbytes
 
+    def _direct(self, ds):
+        """Reads blocks of a contiguous dataset of a stored member straight from the archive.
+
+        h5py reading through a Python file object costs several times a native
+        read; a contiguous dataset's bytes sit at one offset, so its blocks are
+        read with one `preadv` each into a fresh array. None where that does
+        not apply (chunked or compact datasets, bfloat16, no `preadv`).
+        """
+        window = self.window
+        if window is None or not hasattr(os, "preadv") or ds.chunks is not None:
+            return None
+        offset = ds.id.get_offset()
+        nbytes = ds.size * ds.dtype.itemsize
+        if offset is None or nbytes == 0 or offset < 0 or offset + nbytes > window.size:
+            return None
+        shape, dtype = tuple(int(d) for d in ds.shape), ds.dtype
+        strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+        fd = window.raw.fileno()
+        # One buffer for every block of this weight (each is counted before the next
+        # is read): no fresh pages to fault in per block.
+        buffer = np.empty(min(ds.size, BLOCK), dtype)
+
+        def read(index):
+            if any(part is Ellipsis for part in index):
+                return np.asarray(ds[index])
+            start, block = 0, ()
+            for axis, part in enumerate(index):
+                if isinstance(part, slice):
+                    start += part.start * strides[axis]
+                    block = (part.stop - part.start,) + shape[axis + 1 :]
+                else:
+                    start += part * strides[axis]
+            block = block if index else shape
+            out = buffer[: math.prod(block)].reshape(block)
+            where = window.start + offset + start * dtype.itemsize
+            if os.preadv(fd, [memoryview(out).cast("B")], where) != out.nbytes:
+                raise _Refused("a weight ends past the end of the file")
+            return out
+
+        return read
+
     def _count(self, ds):
+        direct = None if _is_bfloat16(ds) else self._direct(ds)
+        if direct is not None:
+            return count_blocks(direct, ds.shape, self.threshold)
         if _is_bfloat16(ds):
             import ml_dtypes
 

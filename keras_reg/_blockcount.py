@@ -31,7 +31,7 @@ Counts = collections.namedtuple("Counts", ["zeros", "zero_inputs", "zero_units"]
 def _zero_mask(block, threshold):
     block = np.asarray(block)
     if block.dtype != np.float64:
-        block = block.astype(np.float32)
+        block = block.astype(np.float32, copy=False)
     if threshold == 0.0:
         return block == 0
     return np.abs(block) <= block.dtype.type(threshold)
@@ -68,12 +68,12 @@ def count_blocks(read, shape, threshold, limit=BLOCK):
     shape = tuple(int(d) for d in shape)
     rank = len(shape)
     if rank == 0:
-        return Counts(int(_zero_mask(read(()), threshold).sum()), None, None)
+        return Counts(int(np.count_nonzero(_zero_mask(read(()), threshold))), None, None)
     if math.prod(shape) == 0:
         return Counts(0, 0, 0) if rank >= 2 else Counts(0, None, None)
     if rank == 1:
         zeros = sum(
-            int(_zero_mask(read(index), threshold).sum())
+            int(np.count_nonzero(_zero_mask(read(index), threshold)))
             for index, _ in row_major_blocks(shape, limit)
         )
         return Counts(zeros, None, None)
@@ -86,9 +86,9 @@ def count_blocks(read, shape, threshold, limit=BLOCK):
     col_zero = np.ones(shape[-1], dtype=bool)
     for index, axis in row_major_blocks(shape, limit):
         mask = _zero_mask(read(index), threshold)
-        zeros += int(mask.sum())
+        zeros += int(np.count_nonzero(mask))
         if axis == 0:  # whole rows
-            zero_rows += int(mask.reshape(mask.shape[0], -1).all(axis=1).sum())
+            zero_rows += int(np.count_nonzero(mask.reshape(mask.shape[0], -1).all(axis=1)))
             col_zero &= mask.reshape(-1, shape[-1]).all(axis=0)
             continue
         if index[0] != row:  # part of one row: its flag spans blocks
@@ -100,7 +100,7 @@ def count_blocks(read, shape, threshold, limit=BLOCK):
         else:
             col_zero &= mask.reshape(-1, shape[-1]).all(axis=0)
     zero_rows += int(row is not None and row_zero)
-    return Counts(zeros, zero_rows, int(col_zero.sum()))
+    return Counts(zeros, zero_rows, int(np.count_nonzero(col_zero)))
 
 
 def _count_slabs(read, shape, threshold, limit):
@@ -113,7 +113,7 @@ def _count_slabs(read, shape, threshold, limit):
     unit_zero = np.ones(n_units, dtype=bool)
     for index, axis in row_major_blocks(shape, limit):
         mask = _zero_mask(read(index), threshold)
-        zeros += int(mask.sum())
+        zeros += int(np.count_nonzero(mask))
         if axis < rank - 2:  # whole (inputs, units) slabs
             slabs = mask.reshape(-1, n_in, n_units)
             input_zero &= slabs.all(axis=(0, 2))
@@ -124,7 +124,7 @@ def _count_slabs(read, shape, threshold, limit):
         else:  # some units of one input
             input_zero[index[rank - 2]] &= bool(mask.all())
             unit_zero[index[-1]] &= mask
-    return Counts(zeros, int(input_zero.sum()), int(unit_zero.sum()))
+    return Counts(zeros, int(np.count_nonzero(input_zero)), int(np.count_nonzero(unit_zero)))
 
 
 def _count_column_major(read, shape, threshold, limit):
@@ -137,7 +137,7 @@ def _count_column_major(read, shape, threshold, limit):
     input_zero = np.ones(shape[-2], dtype=bool)
     for start in range(0, shape[-1], width):
         mask = _zero_mask(read((Ellipsis, slice(start, start + width))), threshold)
-        zeros += int(mask.sum())
+        zeros += int(np.count_nonzero(mask))
         input_zero &= mask.reshape(-1, shape[-2], mask.shape[-1]).all(axis=(0, 2))
-        zero_units += int(mask.reshape(-1, mask.shape[-1]).all(axis=0).sum())
-    return Counts(zeros, int(input_zero.sum()), zero_units)
+        zero_units += int(np.count_nonzero(mask.reshape(-1, mask.shape[-1]).all(axis=0)))
+    return Counts(zeros, int(np.count_nonzero(input_zero)), zero_units)

@@ -22,8 +22,11 @@ Names used (Keras 3.15): `Optimizer._get_variable_index`, `_velocities`,
 and `_bias_regularizer`; `Functional._nodes_by_depth`, `Functional._run_through_graph`
 and `Sequential._functional` (the graph `shrink` reads and reruns); the modules
 `keras.src.ops.numpy` and `keras.src.ops.nn`, where `keras.ops` functions keep
-their graph operations. `tests/test_keras_private.py` checks every one of them
-against the installed Keras.
+their graph operations; Keras' name-scope stack (`global_state`
+"name_scope_stack", whose scopes name their `caller`: the optimizer whose
+`apply` runs, for pruning constraints); `Variable._value` and `Trainer._metrics`
+(StrengthScheduler's scales ride in the metric state on JAX).
+`tests/test_keras_private.py` checks every one of them against the installed Keras.
 """
 
 import keras
@@ -172,3 +175,45 @@ def keras_op_name(op):
     if isinstance(op, keras.layers.Layer) or type(op).__module__ not in OPS_MODULES:
         return None
     return type(op).__name__
+
+
+def applying_optimizer():
+    """The innermost Keras optimizer whose `apply` is running, or None.
+
+    `BaseOptimizer.apply` opens `backend.name_scope(self.name, caller=self)`; the
+    scope stack lives in Keras' global state (`keras.src.backend.common.global_state`,
+    attribute "name_scope_stack"). Pruning constraints read the step from it.
+    """
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:
+        raise _missing("keras.src.backend.common.global_state") from None
+    stack = global_state.get_global_attribute("name_scope_stack") or []
+    for scope in reversed(stack):
+        if isinstance(getattr(scope, "caller", None), keras.optimizers.Optimizer):
+            return scope.caller
+    return None
+
+
+# --- variables and models on JAX (StrengthScheduler) ------------------------------------------
+
+
+def variable_value(variable):
+    """A JAX `keras.Variable`'s stored value (`Variable._value`), read during tracing."""
+    if not hasattr(variable, "_value"):
+        raise _missing("Variable._value")
+    return variable._value
+
+
+def set_variable_value(variable, value):
+    """Sets `Variable._value` (a traced value while the train step is traced)."""
+    if not hasattr(variable, "_value"):
+        raise _missing("Variable._value")
+    variable._value = value
+
+
+def model_metrics(model):
+    """The model's own metric list (`Trainer._metrics`, which `Trainer.metrics` reads)."""
+    if not hasattr(model, "_metrics"):
+        raise _missing("Trainer._metrics")
+    return model._metrics

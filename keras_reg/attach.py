@@ -211,7 +211,10 @@ def _apply_checked(plan, regularizer):
         set_attr(owner, slot, regularizer)
         set_attr(variable, "regularizer", regularizer)
         parent_slot = None if owner is top else _private.regularizer_attribute(top, slot)
-        if parent_slot is not None:
+        # A property (LSTM.kernel_regularizer) reads its cell's slot: nothing to set.
+        if parent_slot is not None and not isinstance(
+            getattr(type(top), parent_slot, None), property
+        ):
             # A layer that builds its sub-layers from its own config
             # (MultiHeadAttention): its slot is what its config saves. The
             # check below tells whether it covers exactly the planned weights.

@@ -17,6 +17,7 @@ exactly where it stopped.
 import keras
 from keras import ops
 
+from keras_reg import _keras_private as _private
 from keras_reg._keras_private import flatten_layers
 from keras_reg._validation import check_config_keys, check_float, check_int
 from keras_reg.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -40,21 +41,6 @@ _SLOTS = {
     "depthwise_kernel": ("depthwise_constraint",),
     "pointwise_kernel": ("pointwise_constraint",),
 }
-
-
-def _applying_optimizer():
-    """The innermost Keras optimizer whose `apply` is running, or None.
-
-    # PRIVATE-KERAS: `BaseOptimizer.apply` opens `backend.name_scope(self.name,
-    # caller=self)`; the scope stack lives in keras.src's global state.
-    """
-    from keras.src.backend.common import global_state
-
-    stack = global_state.get_global_attribute("name_scope_stack") or []
-    for scope in reversed(stack):
-        if isinstance(getattr(scope, "caller", None), keras.optimizers.Optimizer):
-            return scope.caller
-    return None
 
 
 # (shift, bits) of the radix passes over a non-negative float32's 31 bits.
@@ -217,7 +203,7 @@ class PruneLowMagnitude(keras.constraints.Constraint):
         self.axis = None if axis is None else check_int(axis, "axis", "PruneLowMagnitude")
 
     def __call__(self, w):
-        optimizer = _applying_optimizer()
+        optimizer = _private.applying_optimizer()
         if optimizer is None:
             raise RuntimeError(
                 "keras_reg.PruneLowMagnitude reads the optimizer's step and runs inside a Keras "

@@ -63,31 +63,16 @@ def _bind_scales_in_jax_train_step(train_step, model, scales):
     def bound(state, data):
         metrics_values = state[3]
         position = {id(v): i for i, v in enumerate(model.metrics_variables)}
-        saved = [_private_value(v) for v in scales]
+        saved = [_private.variable_value(v) for v in scales]
         try:
             for v in scales:
-                _set_private_value(v, metrics_values[position[id(v)]])
+                _private.set_variable_value(v, metrics_values[position[id(v)]])
             return train_step(state, data)
         finally:
             for v, value in zip(scales, saved, strict=True):
-                _set_private_value(v, value)
+                _private.set_variable_value(v, value)
 
     return bound
-
-
-# PRIVATE-KERAS: a JAX keras.Variable's stored value, read and set during tracing.
-def _private_value(variable):
-    return variable._value
-
-
-# PRIVATE-KERAS
-def _set_private_value(variable, value):
-    variable._value = value
-
-
-# PRIVATE-KERAS: the model's own metric list (Trainer.metrics reads it).
-def _model_metric_list(model):
-    return model._metrics
 
 
 class StrengthScheduler(keras.callbacks.Callback):
@@ -192,7 +177,7 @@ class StrengthScheduler(keras.callbacks.Callback):
             if all(reg._scale is not v for v in scales):
                 scales.append(reg._scale)
         self._state = _ScaleState(scales)
-        _model_metric_list(model).append(self._state)
+        _private.model_metrics(model).append(self._state)
         self._original_train_step = model.train_step
         model.train_step = _bind_scales_in_jax_train_step(model.train_step, model, scales)
         model.make_train_function(force=True)
@@ -202,7 +187,7 @@ class StrengthScheduler(keras.callbacks.Callback):
             model = self.model
             model.train_step = self._original_train_step
             self._original_train_step = None
-            metrics = _model_metric_list(model)
+            metrics = _private.model_metrics(model)
             metrics[:] = [m for m in metrics if m is not self._state]
             self._state = None
             model.make_train_function(force=True)

@@ -79,6 +79,12 @@ def test_layer_names_exist_in_this_keras():
     (add,) = [node.operation for node in private.nodes_by_depth(op_node)][1:]
     assert private.keras_op_name(add) == "Add"
     assert private.keras_op_name(model.get_layer("d")) is None
+    assert private.applying_optimizer() is None  # outside any optimizer.apply
+    variable = keras.Variable(np.ones(2, "float32"))
+    stored = private.variable_value(variable)
+    private.set_variable_value(variable, stored)
+    assert keras.ops.convert_to_numpy(private.variable_value(variable)).tolist() == [1.0, 1.0]
+    assert isinstance(private.model_metrics(model), list)
 
 
 def test_scale_loss_matches_keras_own_outside_distribution():

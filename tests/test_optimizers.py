@@ -207,6 +207,10 @@ def test_unknown_optimizer_falls_back_on_learning_rate_with_warning():
 
 def test_variables_without_prox_train_as_usual():
     """A plain function regularizer keeps its gradient and gets no proximal step."""
+    try:
+        keras.layers.Dense(1, kernel_regularizer=lambda w: 0.0).build((None, 1))
+    except ValueError:  # Keras 3.14 (make test-keras-min) accepts Regularizer instances only
+        pytest.skip("this Keras refuses a plain function as a regularizer")
     x = RNG.normal(size=(32, 4)).astype("float32")
     y = RNG.normal(size=(32, 1)).astype("float32")
     model = linear(4, 1, lambda w: 0.1 * keras.ops.sum(keras.ops.abs(w)))
