@@ -1,55 +1,82 @@
-"""Figures that other parts of keras_reg will fill in: their slots in `make bench`.
+"""The `make bench` sections for shrinking and the report command.
 
 Each hook is a section runner like the others, `(cfg, log) -> list of Ratio`.
-Until the code it times exists on this branch it returns its row as pending
-(goal printed, no ratio), so that the summary and BENCHMARKS.md always list
-every goal of the performance issue.
 
-- `shrink_vs_clone`: `keras_reg.shrink(ResNet50)` / `keras.models.clone_model`
-  of the same model (goal <= 3). The shrinking work fills it in.
-- `shrunk_vs_direct`: predict latency of the shrunk model / the same
-  architecture built directly at the smaller sizes (goal <= 1.10). Likewise.
-- `report_vs_h5py`: `keras-reg report` on a `.keras` file of 100M weights /
-  h5py alone reading the same weights (goal <= 2). The report command's new
-  reader fills it in (see `benchmarks.sparsity.dense_stack` for the model).
+- `shrink_vs_clone`, `shrunk_vs_direct`: see `benchmarks.shrink`.
+- `report_vs_h5py`: `keras-reg report`'s reader on a `.keras` file of 100M
+  weights / h5py alone reading the same weights (goal <= 2).
 """
 
 from benchmarks._harness import Ratio
 
 
-def _pending(section, comparison, goal, reason, log):
-    log(f"\n{comparison}: pending ({reason})")
-    return [Ratio.pending_row(section, comparison, goal, reason)]
-
-
 def shrink_vs_clone(cfg, log):
     """shrink(ResNet50) / clone_model(ResNet50), interleaved rounds. Goal <= 3."""
-    return _pending(
-        "shrink",
-        "shrink(ResNet50) / clone_model(ResNet50)",
-        3.0,
-        "keras_reg.shrink is not on this branch yet",
-        log,
-    )
+    from benchmarks import shrink
+
+    return shrink.shrink_vs_clone(cfg, log)
 
 
 def shrunk_vs_direct(cfg, log):
     """Predict latency: shrunk model / the same sizes built directly. Goal <= 1.10."""
-    return _pending(
-        "shrink",
-        "predict: shrunk model / same architecture built directly",
-        1.10,
-        "keras_reg.shrink is not on this branch yet",
-        log,
-    )
+    from benchmarks import shrink
+
+    return shrink.shrunk_vs_direct(cfg, log)
 
 
 def report_vs_h5py(cfg, log):
-    """`keras-reg report` on 100M weights / h5py reading them. Goal <= 2."""
-    return _pending(
-        "keras-reg report, 100M weights",
-        "keras-reg report / h5py read of the same datasets",
-        2.0,
-        "measured with the chunked reader of the hardening work",
-        log,
+    """`keras-reg report`'s reader on 100M weights / h5py reading the same datasets. Goal <= 2.
+
+    Both read the same `model.weights.h5` bytes: the report straight from the
+    `.keras` archive (the member is stored, read in place), h5py from a copy of
+    the member extracted beforehand (not timed), every dataset read whole.
+    """
+    import os
+    import tempfile
+    import zipfile
+
+    import h5py
+
+    from benchmarks import sparsity
+    from benchmarks._harness import interleave, table
+    from keras_reg._archive import count_weights
+
+    millions = cfg.memory_millions
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        sparsity.dense_stack(millions).save(path)
+        with zipfile.ZipFile(path) as archive:
+            archive.extract("model.weights.h5", folder)
+        h5_path = os.path.join(folder, "model.weights.h5")
+
+        def h5py_read():
+            def read(name, obj):
+                if isinstance(obj, h5py.Dataset) and "optimizer" not in name:
+                    obj[()]
+                # None: visititems goes on to the next object
+
+            with h5py.File(h5_path, "r") as h5:
+                h5.visititems(read)
+
+        times = interleave(
+            {"report": lambda: count_weights(path, min_rank=2), "h5py": h5py_read},
+            rounds=3 if cfg.quick else 7,
+            groups=[("report", "h5py")],
+        )
+        size = os.path.getsize(path)
+    log(
+        table(
+            (f"{millions}M weights, {size / 2**20:.0f} MiB .keras", "median s"),
+            [[name, f"{sorted(t)[len(t) // 2]:.2f}"] for name, t in times.items()],
+        )
     )
+    return [
+        Ratio.from_times(
+            "keras-reg report",
+            f"report reader / h5py read, {millions}M weights",
+            times,
+            "report",
+            "h5py",
+            goal=2.0,
+        )
+    ]

@@ -198,7 +198,7 @@ def main(argv=None):
     start = time.perf_counter()
     import tensorflow as tf
 
-    from benchmarks import _harness, hooks, sparsity, train_steps
+    from benchmarks import _harness, hooks, shrink, sparsity, train_steps
 
     # Every section builds many models on purpose; TF's "N out of the last N calls
     # triggered retracing" warning counts first traces of distinct models.
@@ -222,7 +222,9 @@ def main(argv=None):
         "backends": train_steps.backends,
         "report": hooks.report_vs_h5py,
         "shrink": lambda cfg, log: (
-            hooks.shrink_vs_clone(cfg, log) + hooks.shrunk_vs_direct(cfg, log)
+            hooks.shrink_vs_clone(cfg, log)
+            + hooks.shrunk_vs_direct(cfg, log)
+            + shrink.applications(cfg, log)
         ),
     }
     results = []
