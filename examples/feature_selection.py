@@ -140,6 +140,22 @@ def train(run, data, epochs):
     }
 
 
+def shrink_run(model, x_val, names):
+    """The real smaller model: `keras_reg.shrink` with the unread input features dropped."""
+    plan = keras_reg.plan_shrink(model, drop_inputs=True)
+    small = keras_reg.shrink(model, plan=plan)
+    (kept,) = plan.inputs_kept.values()
+    before = keras.ops.convert_to_numpy(model(x_val))
+    after = keras.ops.convert_to_numpy(small(x_val[:, kept]))
+    return {
+        "params_before": model.count_params(),
+        "params_after": small.count_params(),
+        "features": [names[i] for i in kept],
+        "units": small.layers[0].units,
+        "max_abs_diff": float(np.max(np.abs(before - after))),
+    }
+
+
 def check_reload(results, x_val, folder):
     """Saves each model, reloads them all in a new process, compares the predictions bit for bit."""
     os.makedirs(folder, exist_ok=True)
@@ -332,6 +348,20 @@ def main(quick=False, out="demo_output"):
                 textwrap.fill(", ".join(chosen), 100, initial_indent="  ", subsequent_indent="  ")
             )
 
+    print(
+        "\nkeras_reg.shrink turns the zeros into a smaller model: hidden units with no incoming "
+        "or no\noutgoing weight go, and with drop_inputs=True so do features no kept unit reads."
+    )
+    for r in results:
+        if r["spec"].endswith("Proximal"):
+            r["shrunk"] = shrink_run(r["model"], x_val, names)
+            s = r["shrunk"]
+            print(
+                f"  {r['spec']}: {s['params_before']} -> {s['params_after']} parameters, "
+                f"{len(s['features'])}/{n_features} features, {s['units']} hidden units; "
+                f"largest output difference {s['max_abs_diff']:.1e}"
+            )
+
     plt = _common.pyplot()
     figures = {
         "sparsity": os.path.join(out, "sparsity_per_epoch.png"),
@@ -361,6 +391,7 @@ def main(quick=False, out="demo_output"):
                 )
             }
             | {"features_kept": [n for n, k in zip(names, r["features_kept"], strict=True) if k]}
+            | ({"shrunk": r["shrunk"]} if "shrunk" in r else {})
             for r in results
         ],
         "figures": figures,

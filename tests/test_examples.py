@@ -88,6 +88,18 @@ def test_demo_selects_named_features(demo):
     assert runs["group_lasso_proximal"]["val_accuracy"] >= runs["none"]["val_accuracy"] - 0.05
 
 
+def test_demo_shrinks_the_proximal_models(demo):
+    _, _, runs = demo
+    for slug in PROXIMAL:
+        run, shrunk = runs[slug], runs[slug]["shrunk"]
+        # A feature no unit reads is dropped; one that only dead units read may go too.
+        assert set(shrunk["features"]) <= set(run["features_kept"])
+        assert shrunk["units"] <= run["units_kept"]
+        assert shrunk["params_after"] < shrunk["params_before"]
+        assert shrunk["max_abs_diff"] < 1e-5
+    assert all("shrunk" not in runs[slug] for slug in PLAIN)
+
+
 def test_demo_models_reload_with_identical_predictions(demo):
     _, _, runs = demo
     for run in runs.values():
