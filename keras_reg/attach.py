@@ -122,7 +122,7 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
             "The 'overwrite' argument of apply_regularizer must be a bool (True or False). "
             f"Received: overwrite={overwrite!r}"
         )
-    select = _layer_filter(layers, model)
+    select = layer_filter(layers, model, "apply_regularizer")
     plan = _plan(model, select, weights)
     if not plan:
         raise ValueError(
@@ -290,7 +290,13 @@ def _deserialize(config):
         return None
 
 
-def _layer_filter(layers, model):
+def layer_filter(layers, model, owner):
+    """`layers` (None, a predicate, or names / layers of `model`) as a predicate on layers.
+
+    A name or layer the model lacks is an error naming it: a typo must not
+    silently select nothing. Shared by `apply_regularizer` and
+    `prune_low_magnitude`, which take the same `layers` argument.
+    """
     if layers is None:
         return lambda layer: True
     if callable(layers):
@@ -308,12 +314,12 @@ def _layer_filter(layers, model):
             ]
             if missing:
                 raise ValueError(
-                    f"The 'layers' argument of apply_regularizer names layers that model "
+                    f"The 'layers' argument of {owner} names layers that model "
                     f"{model.name!r} does not have: {missing}. Its layers are: "
                     f"{[layer.name for layer in present][:30]}"
                 )
             return lambda layer: layer.name in names or id(layer) in ids
     raise ValueError(
-        "The 'layers' argument of apply_regularizer must be None, a callable layer -> bool, "
+        f"The 'layers' argument of {owner} must be None, a callable layer -> bool, "
         f"or a list of layer names or layers. Received: layers={layers!r}"
     )

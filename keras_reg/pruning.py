@@ -20,6 +20,7 @@ from keras import ops
 from keras_reg import _keras_private as _private
 from keras_reg._keras_private import flatten_layers
 from keras_reg._validation import check_config_keys, check_float, check_int
+from keras_reg.attach import layer_filter
 from keras_reg.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
 # The schedules are re-exported so that the package imports pruning in one line.
@@ -243,23 +244,6 @@ def _check_model(model, owner):
         )
 
 
-def _layer_filter(layers):
-    # The same forms as apply_regularizer's `layers`.
-    if layers is None:
-        return lambda layer: True
-    if callable(layers):
-        return layers
-    if isinstance(layers, (list, tuple, set)):
-        names = {item for item in layers if isinstance(item, str)}
-        ids = {id(item) for item in layers if isinstance(item, keras.layers.Layer)}
-        if len(names) + len(ids) == len(layers):
-            return lambda layer: layer.name in names or id(layer) in ids
-    raise ValueError(
-        "The 'layers' argument of prune_low_magnitude must be None, a callable layer -> bool, "
-        f"or a list of layer names or layers. Received: layers={layers!r}"
-    )
-
-
 def _prunable(layer):
     """`(variable, slot)` for each kernel of `layer` that has a constraint slot."""
     found = []
@@ -320,7 +304,7 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
     schedule = _as_schedule(schedule_or_sparsity, owner)
     if axis is not None:
         axis = check_int(axis, "axis", owner)
-    select = _layer_filter(layers)
+    select = layer_filter(layers, model, "prune_low_magnitude")
     chosen = []
     for layer in flatten_layers(model, include_self=False):
         if isinstance(layer, keras.Model) or not select(layer):
