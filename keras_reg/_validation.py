@@ -60,6 +60,22 @@ def check_bool(value, name, owner):
     return value
 
 
+def check_built_model(model, owner):
+    """Refuses anything but a built `keras.Model`, naming `owner` in the message."""
+    import keras  # here, not at the top: the command line imports this module without Keras
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' argument of {owner} must be a keras.Model. "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    if not model.built:
+        raise ValueError(
+            f"The 'model' argument of {owner} must be built (call it on data or give it an "
+            f"Input). Received: the unbuilt model {model.name!r}"
+        )
+
+
 def check_config_keys(config, allowed, owner):
     """Refuses a config holding keys that `owner.__init__` does not take."""
     if not isinstance(config, dict):

@@ -3,6 +3,7 @@
 import keras
 
 from keras_reg import _keras_private as _private
+from keras_reg._validation import check_built_model
 
 __all__ = ["apply_regularizer"]
 
@@ -90,16 +91,7 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
         >>> model.get_layer("hidden").kernel_regularizer
         L1(l1=1e-05)
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "The 'model' argument of apply_regularizer must be a keras.Model. "
-            f"Received: model={model!r} of type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            "The 'model' argument of apply_regularizer must be built (call it on data or "
-            f"give it an Input). Received: the unbuilt model {model.name!r}"
-        )
+    check_built_model(model, "apply_regularizer")
     given = regularizer
     if isinstance(regularizer, str):
         try:

@@ -19,7 +19,7 @@ from keras import ops
 
 from keras_reg import _keras_private as _private
 from keras_reg._keras_private import flatten_layers
-from keras_reg._validation import check_config_keys, check_float, check_int
+from keras_reg._validation import check_built_model, check_config_keys, check_float, check_int
 from keras_reg.attach import layer_filter
 from keras_reg.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
@@ -231,19 +231,6 @@ class PruneLowMagnitude(keras.constraints.Constraint):
         return cls(schedule, **config)
 
 
-def _check_model(model, owner):
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' argument of {owner} must be a keras.Model. "
-            f"Received: model={model!r} of type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            f"The 'model' argument of {owner} must be built (call it on data or give it an "
-            f"Input). Received: the unbuilt model {model.name!r}"
-        )
-
-
 def _prunable(layer):
     """`(variable, slot)` for each kernel of `layer` that has a constraint slot."""
     found = []
@@ -300,7 +287,7 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
         180
     """
     owner = "prune_low_magnitude"
-    _check_model(model, owner)
+    check_built_model(model, owner)
     schedule = _as_schedule(schedule_or_sparsity, owner)
     if axis is not None:
         axis = check_int(axis, "axis", owner)
@@ -370,7 +357,7 @@ def strip_pruning(model):
         >>> int(np.sum(keras.ops.convert_to_numpy(stripped.get_layer("d").kernel) == 0))  # kept
         100
     """
-    _check_model(model, "strip_pruning")
+    check_built_model(model, "strip_pruning")
     try:
         copy = keras.models.clone_model(model, recursive=True)
     except ValueError as error:

@@ -9,7 +9,7 @@ import numpy as np
 
 from keras_reg import _channels, _graph
 from keras_reg._channels import CONST, VAR
-from keras_reg._validation import check_bool
+from keras_reg._validation import check_bool, check_built_model
 
 __all__ = ["LayerChange", "ShrinkPlan", "plan_shrink", "shrink"]
 
@@ -354,16 +354,7 @@ def plan_shrink(model, drop_inputs=False):
     Raises:
         ValueError: for a subclassed model (it has no graph to read).
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "The 'model' argument of plan_shrink must be a keras.Model. "
-            f"Received: model={model!r} of type {type(model).__name__}"
-        )
-    if not model.built:
-        raise ValueError(
-            "The 'model' argument of plan_shrink must be built (give it a keras.Input). "
-            f"Received: the unbuilt model {model.name!r}"
-        )
+    check_built_model(model, "plan_shrink")
     drop_inputs = check_bool(drop_inputs, "drop_inputs", "plan_shrink")
     graph = _channels.ChannelGraph(model, drop_inputs=drop_inputs)
     edits, rows = _Planner(graph).plan()
