@@ -92,10 +92,8 @@ def main(quick=False):
         kernel = keras.ops.convert_to_numpy(pruned.get_layer(name).kernel.value)
         groups = kernel.shape[-1]
         zero = int((np.abs(kernel.reshape(-1, groups)).sum(axis=0) == 0).sum())
-        layers[name] = {"groups": groups, "zero_groups": zero, "kernel_size": int(kernel.size)}
-        layers[name]["zero_groups_per_epoch"] = logger.zero_groups[
-            pruned.get_layer(name).kernel.path
-        ]
+        layers[name] = {"groups": groups, "zero_units": zero, "kernel_size": int(kernel.size)}
+        layers[name]["zero_units_per_epoch"] = logger.zero_units[pruned.get_layer(name).kernel.path]
 
     plain = keras_reg.strip_pruning(pruned)
     plan = keras_reg.plan_shrink(plain)
@@ -115,10 +113,10 @@ def main(quick=False):
 
     print(f"\nPolynomialDecay(0 -> {TARGET}), axis=-1 (whole filters and units), on {PRUNED}:")
     rows = [
-        [name, info["groups"], info["zero_groups"], info["kept"]] for name, info in layers.items()
+        [name, info["groups"], info["zero_units"], info["kept"]] for name, info in layers.items()
     ]
     print(_common.table(["layer", "filters/units", "zero after training", "kept by shrink"], rows))
-    per_epoch = layers[PRUNED[1]]["zero_groups_per_epoch"]
+    per_epoch = layers[PRUNED[1]]["zero_units_per_epoch"]
     print(f"zero filters of {PRUNED[1]} after each epoch: {per_epoch}")
     print(f"\n{plan}")
     print(

@@ -21,17 +21,17 @@ def result():
         sys.path.remove(str(EXAMPLES))
 
 
-def test_each_pruned_layer_has_exactly_the_target_zero_groups(result):
+def test_each_pruned_layer_has_exactly_the_target_zero_units(result):
     for name, layer in result["layers"].items():
-        assert layer["zero_groups"] == round(result["target"] * layer["groups"]), name
+        assert layer["zero_units"] == round(result["target"] * layer["groups"]), name
         # SparsityLogger saw the schedule rise to the target.
-        per_epoch = layer["zero_groups_per_epoch"]
-        assert per_epoch == sorted(per_epoch) and per_epoch[-1] == layer["zero_groups"], name
+        per_epoch = layer["zero_units_per_epoch"]
+        assert per_epoch == sorted(per_epoch) and per_epoch[-1] == layer["zero_units"], name
 
 
-def test_shrink_removes_exactly_the_zero_groups_and_keeps_the_outputs(result):
+def test_shrink_removes_exactly_the_zero_units_and_keeps_the_outputs(result):
     for name, layer in result["layers"].items():
-        assert layer["kept"] == layer["groups"] - layer["zero_groups"], name
+        assert layer["kept"] == layer["groups"] - layer["zero_units"], name
     assert result["max_output_difference"] < 1e-5
     assert result["accuracy"]["shrunk"] == result["accuracy"]["pruned"]
     assert result["params_after"] < result["params_before"] / 20

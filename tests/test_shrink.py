@@ -483,7 +483,10 @@ def test_cli_shrink_writes_a_smaller_model_and_never_touches_in(tmp_path, capsys
     model, source = saved_model(tmp_path)
     before = source.read_bytes()
     target = tmp_path / "small.keras"
+    environment = dict(os.environ)
     assert cli.main(["shrink", str(source), str(target)]) == 0
+    # Keras was loaded already: the command must not change what later child processes see.
+    assert dict(os.environ) == environment
     out = capsys.readouterr().out
     assert "d1" in out and "5 -> 4" in out
     assert source.read_bytes() == before
