@@ -237,11 +237,12 @@ class _Planner:
         calls = self._calls(layer)
         before = [_macs(layer, c, *macs_args[0]) for c in calls]
         after = [_macs(layer, c, *macs_args[1]) for c in calls]
-        first_out = calls[0].outputs[0]
-        constant = 0
-        if type(layer) not in (keras.layers.BatchNormalization,):
-            for gid, _ in self.g.layout[first_out][0]:
-                constant += self.g.kept_constant.get(self.g.groups.find(gid), 0)
+        # Constant units kept in the layer's output space (a space joined by Add is
+        # shared, so each producer of it shows the same count).
+        constant = sum(
+            self.g.kept_constant.get(self.g.groups.find(gid), 0)
+            for gid, _ in self.g.layout[calls[0].outputs[0]][0]
+        )
         self.rows.append(
             LayerChange(
                 name=layer.name,
