@@ -233,9 +233,9 @@ def _shrink(args):
         return fail(f"{target}: its folder {folder} does not exist")
 
     # TensorFlow 2.21 prints its oneDNN notice whatever TF_CPP_MIN_LOG_LEVEL says. Only
-    # before TensorFlow is loaded (main() called in a process that has it already must not
-    # hand a different oneDNN setting to the processes it starts later).
-    if "tensorflow" not in sys.modules:
+    # before Keras (and its backend) is loaded: main() called in a process that has it
+    # already must not hand another oneDNN setting to the processes it starts later.
+    if "keras" not in sys.modules:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import keras
