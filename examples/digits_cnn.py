@@ -110,12 +110,16 @@ def shrink_and_measure(model, x_val):
     small = keras_reg.shrink(model, verbose=True)
     x = np.concatenate([x_val] * (2048 // len(x_val) + 1))[:2048]
     before, after = model.predict(x, verbose=0), small.predict(x, verbose=0)
-    # Both files without optimizer state: the trained model's copy is uncompiled, like `small`.
-    plain = keras.models.clone_model(model)
-    plain.set_weights(model.get_weights())
+    # Both files written the same way, without optimizer state: an uncompiled copy of each
+    # (rebuilt from its config; clone_model would carry the trained model's optimizer along).
+    copies = []
+    for m in (model, small):
+        copy = type(m).from_config(m.get_config())
+        copy.set_weights(m.get_weights())
+        copies.append(copy)
     with tempfile.TemporaryDirectory() as folder:
         sizes = []
-        for name, m in (("model", plain), ("small", small)):
+        for name, m in zip(("model", "small"), copies, strict=True):
             path = os.path.join(folder, f"{name}.keras")
             m.save(path)
             sizes.append(os.path.getsize(path))
