@@ -123,7 +123,7 @@ def count_weights(path, threshold=0.0, min_rank=0):
         # refuses it (and devices such as /dev/zero) before a byte is read.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise ArchiveError(f"{shown}: cannot be read: {_one_line(exc.strerror or exc)}") from None
+        raise ArchiveError(f"{shown}: cannot be read: {one_line(exc.strerror or exc)}") from None
     with os.fdopen(fd, "rb") as raw:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -149,7 +149,7 @@ def _count_archive(raw, shown, threshold, min_rank):
     try:
         archive = zipfile.ZipFile(raw, "r")
     except Exception as exc:  # BadZipFile, EOFError...: the file is broken
-        raise ArchiveError(f"{shown}: corrupt or not a .keras file ({_one_line(exc)})") from None
+        raise ArchiveError(f"{shown}: corrupt or not a .keras file ({one_line(exc)})") from None
     with archive:
         try:
             info = archive.getinfo(WEIGHTS_FILE)
@@ -173,7 +173,7 @@ def _count_archive(raw, shown, threshold, min_rank):
             except Exception as exc:  # any failure to parse an untrusted file is its fault
                 raise ArchiveError(
                     f"{shown}: its {WEIGHTS_FILE} cannot be read "
-                    f"({type(exc).__name__}: {_one_line(exc)})"
+                    f"({type(exc).__name__}: {one_line(exc)})"
                 ) from None
 
 
@@ -227,7 +227,7 @@ class _weights_file:
                     sink.write(block)
         except Exception as exc:
             raise ArchiveError(
-                f"{shown}: its {WEIGHTS_FILE} cannot be inflated ({_one_line(exc)})"
+                f"{shown}: its {WEIGHTS_FILE} cannot be inflated ({one_line(exc)})"
             ) from None
         return target, written
 
@@ -293,7 +293,7 @@ class _Window:
         return got
 
 
-def _one_line(exc):
+def one_line(exc):
     return printable(" ".join(str(exc).split()))
 
 

@@ -20,7 +20,7 @@ import stat
 import sys
 import tempfile
 
-from keras_reg._archive import ArchiveError, count_weights, printable
+from keras_reg._archive import ArchiveError, count_weights, one_line, printable
 from keras_reg._validation import check_float
 
 PROG = "keras-reg"
@@ -245,14 +245,14 @@ def _shrink(args):
     try:
         model = keras.saving.load_model(source, compile=False, safe_mode=True)
     except Exception as exc:  # any failure to load an untrusted file is the file's
-        return fail(f"{source}: cannot be loaded ({type(exc).__name__}: {_one_line(exc)})")
+        return fail(f"{source}: cannot be loaded ({type(exc).__name__}: {one_line(exc)})")
     try:
         plan = keras_reg.plan_shrink(model)
         small = keras_reg.shrink(model, plan=plan)
     except ValueError as exc:
-        return fail(f"{source}: {_one_line(exc)}")
+        return fail(f"{source}: {one_line(exc)}")
     except RuntimeError as exc:
-        return fail(_one_line(exc), status=1)
+        return fail(one_line(exc), status=1)
     # Write next to OUT, then rename: OUT is never left half written.
     handle, partial = tempfile.mkstemp(suffix=".keras", prefix=".keras-reg-", dir=folder)
     os.close(handle)
@@ -260,17 +260,13 @@ def _shrink(args):
         small.save(partial)
         os.replace(partial, target)
     except Exception as exc:
-        return fail(f"{target}: cannot be written ({_one_line(exc)})")
+        return fail(f"{target}: cannot be written ({one_line(exc)})")
     finally:
         if os.path.exists(partial):
             os.remove(partial)
     print(f"{printable(source)} -> {printable(target)}")
     print(plan)
     return 0
-
-
-def _one_line(exc):
-    return " ".join(str(exc).split())
 
 
 # One handler per subcommand: adding a command is a parser entry and a function here.

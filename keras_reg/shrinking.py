@@ -89,13 +89,6 @@ class ShrinkPlan:
         inputs = _graph.graph_of(graph.model).inputs
         self.inputs_kept = {t.name: graph.kept(graph.ids.of(t)).tolist() for t in inputs}
 
-    @property
-    def changed(self):
-        """Whether shrinking removes anything."""
-        return any(r.units_after != r.units_before for r in self.rows) or any(
-            "config" in edit for edit in self._edits.values()
-        )
-
     def to_dict(self):
         return {
             "params_before": self.params_before,
