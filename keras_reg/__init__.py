@@ -21,7 +21,10 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr__` below
-    from keras_reg import prox  # noqa: F401
+    from keras_reg import (
+        prox,  # noqa: F401
+        rules,  # noqa: F401
+    )
     from keras_reg.attach import apply_regularizer  # noqa: F401
     from keras_reg.callbacks import SparsityLogger  # noqa: F401
     from keras_reg.optimizers import Proximal  # noqa: F401
@@ -44,6 +47,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr
         l2,
     )
     from keras_reg.report import SparsityReport, SparsityRow, sparsity_report  # noqa: F401
+    from keras_reg.rules import LayerRule, register_layer_rule  # noqa: F401
     from keras_reg.shrinking import LayerChange, ShrinkPlan, plan_shrink, shrink  # noqa: F401
     from keras_reg.strength import StrengthScheduler  # noqa: F401
 
@@ -56,6 +60,7 @@ _EXPORTS = {
     "L1L2": "regularizers",
     "L2": "regularizers",
     "LayerChange": "shrinking",
+    "LayerRule": "rules",
     "PolynomialDecay": "pruning",
     "Proximal": "optimizers",
     "PruneLowMagnitude": "pruning",
@@ -72,6 +77,8 @@ _EXPORTS = {
     "plan_shrink": "shrinking",
     "prox": "",
     "prune_low_magnitude": "pruning",
+    "register_layer_rule": "rules",
+    "rules": "",
     "shrink": "shrinking",
     "sparsity_report": "report",
     "strip_pruning": "pruning",

@@ -350,7 +350,7 @@ def test_refusals():
 
 
 def test_verification_refuses_a_wrong_result(monkeypatch):
-    from keras_reg import shrinking as module
+    from keras_reg.shrinking import build as module
 
     model = dense_chain()
     original = module._Builder.assign_weights
@@ -552,7 +552,7 @@ def test_unknown_sizes_are_checked_or_said_unchecked():
 
 
 def test_a_model_that_cannot_run_on_the_sample_is_said_unchecked(monkeypatch):
-    from keras_reg import shrinking
+    from keras_reg.shrinking import build as shrinking
 
     def fail(model, inputs):
         raise ValueError("the sample does not fit")
