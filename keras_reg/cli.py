@@ -2,7 +2,7 @@
 
 `keras-reg report MODEL.keras [--threshold T] [--json] [--all]` prints the
 sparsity table of a saved model. It reads the weights straight from the
-archive (see `keras_reg._archive` for how it names them): it never rebuilds
+archive (see `keras_reg._archive.reader` for how it names them): it never rebuilds
 the model, so custom layers need not be importable and no code from the file
 runs, and it never writes to the file.
 

@@ -41,7 +41,7 @@ import zipfile
 import h5py
 import numpy as np
 
-from keras_reg._blockcount import BLOCK, count_blocks
+from keras_reg._archive.blocks import BLOCK, count_blocks
 
 WEIGHTS_FILE = "model.weights.h5"
 
@@ -85,7 +85,7 @@ def printable(text):
 def count_weights(path, threshold=0.0, min_rank=0):
     """Counts the zeros of the weights stored in a `.keras` file, without rebuilding the model.
 
-    Each weight is read and counted in blocks (`keras_reg._blockcount`): memory
+    Each weight is read and counted in blocks (`keras_reg._archive.blocks`): memory
     stays bounded by one block, whatever the size of the file or of a weight.
     A compressed `model.weights.h5` member is inflated, in blocks, into a
     private temporary file that is deleted afterwards; a stored one (as Keras
