@@ -53,16 +53,6 @@ _MAX_CHUNK_BYTES = 64 * 2**20
 _DISK_MARGIN = 2**30
 _COPY_BLOCK = 2**20
 
-_KERNEL_LAYERS = {
-    "Dense",
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "Conv1DTranspose",
-    "Conv2DTranspose",
-    "Conv3DTranspose",
-}
-
 
 class ArchiveError(ValueError):
     """A file that is not a readable `.keras` archive; the message is one line."""
@@ -334,6 +324,19 @@ def _layer_configs(config):
         elif isinstance(node, list):
             stack.extend(reversed(node))
     return found
+
+
+# Keras' own layers that store a `kernel` (and a `bias` where `use_bias`); `_weight_names`
+# names the weights of these and of a few more classes.
+_KERNEL_LAYERS = {
+    "Dense",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+}
 
 
 def _weight_names(layer, shapes):
