@@ -16,6 +16,7 @@ import pytest
 
 from keras_reg import cli
 from keras_reg._archive import blocks
+from keras_reg._counts import Counts
 
 
 def run_main(argv, capsys):
@@ -60,14 +61,14 @@ def numpy_counts(array, threshold):
     x = x if x.dtype == np.float64 else x.astype(np.float32)
     zero = x == 0 if threshold == 0 else np.abs(x) <= x.dtype.type(threshold)
     if zero.ndim < 2:
-        return blocks.Counts(int(zero.sum()), None, None)
+        return Counts(int(zero.sum()), None, None)
     inputs = (
         np.moveaxis(zero, -2, 0).reshape(zero.shape[-2], -1).all(axis=1).sum() if zero.size else 0
     )
     units = (
         np.moveaxis(zero, -1, 0).reshape(zero.shape[-1], -1).all(axis=1).sum() if zero.size else 0
     )
-    return blocks.Counts(int(zero.sum()), int(inputs), int(units))
+    return Counts(int(zero.sum()), int(inputs), int(units))
 
 
 @pytest.mark.parametrize(
