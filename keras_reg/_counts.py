@@ -1,7 +1,8 @@
 """`Counts`, what every zero counter returns (private; imports neither Keras nor NumPy).
 
 The in-memory counter (`keras_reg._sparsity.count_zeros`) and the file
-reader's block counter (`keras_reg._archive.blocks.count_blocks`) return it.
+reader's block counter (`keras_reg._archive.blocks.count_blocks`) return it,
+and `keras_reg.report.rows_from_counts` turns it into report rows.
 """
 
 import collections
