@@ -1,7 +1,8 @@
 """Which weights to count, and the one zero-counting routine (private).
 
-`SparsityLogger`, `sparsity_report` and the `keras-reg report` command all count
-through `count_zeros`, so an epoch's logged number and a report's number agree.
+`SparsityLogger` and `sparsity_report` both count through `count_zeros`, so an
+epoch's logged number and a report's number agree; `keras-reg report` counts a
+file's weights in NumPy with the same rules (`keras_reg._archive.blocks`).
 """
 
 import math
