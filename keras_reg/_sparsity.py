@@ -1,15 +1,17 @@
 """Which weights to count, and the one zero-counting routine (private).
 
-`SparsityLogger`, `sparsity_report` and the `keras-reg report` command all count
-through `count_zeros`, so an epoch's logged number and a report's number agree.
+`SparsityLogger` and `sparsity_report` both count through `count_zeros`, so an
+epoch's logged number and a report's number agree; `keras-reg report` counts a
+file's weights in NumPy with the same rules (`keras_reg._archive.blocks`).
 """
 
-import collections
 import math
 import os
 
 import keras
 from keras import ops
+
+from keras_reg._counts import Counts
 
 TRACK_OPTIONS = ("kernels", "regularized")
 
@@ -20,11 +22,6 @@ _INT32_MAX = 2**31 - 1
 
 # Elements per block when counting a large weight (see `_segment`).
 _BLOCK = 2**20
-
-# `zero_inputs`: all-zero slices along axis -2 (input features of a Dense
-# kernel, input channels of a Conv kernel); `zero_units`: along the last axis
-# (output units, filters). Both `None` for a weight of rank < 2.
-Counts = collections.namedtuple("Counts", ["zeros", "zero_inputs", "zero_units"])
 
 
 def check_track(track, owner):

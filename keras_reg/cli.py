@@ -2,7 +2,7 @@
 
 `keras-reg report MODEL.keras [--threshold T] [--json] [--all]` prints the
 sparsity table of a saved model. It reads the weights straight from the
-archive (see `keras_reg._archive` for how it names them): it never rebuilds
+archive (see `keras_reg._archive.reader` for how it names them): it never rebuilds
 the model, so custom layers need not be importable and no code from the file
 runs, and it never writes to the file.
 
@@ -22,6 +22,7 @@ import tempfile
 
 from keras_reg._archive import ArchiveError, count_weights, one_line, printable
 from keras_reg._validation import check_float
+from keras_reg.report import SparsityReport, rows_from_counts  # no Keras: plain dataclasses
 
 PROG = "keras-reg"
 
@@ -184,25 +185,7 @@ def _report(args):
 
 
 def _build_report(counted, threshold, name):
-    from keras_reg.report import SparsityReport, SparsityRow  # no Keras: plain dataclasses
-
-    rows = []
-    for path, shape, c in counted:
-        size = math.prod(shape)
-        rank2 = len(shape) >= 2
-        rows.append(
-            SparsityRow(
-                path=name(path),
-                shape=shape,
-                size=size,
-                zeros=c.zeros,
-                sparsity=c.zeros / size if size else 0.0,
-                inputs=shape[-2] if rank2 else None,
-                zero_inputs=c.zero_inputs,
-                units=shape[-1] if rank2 else None,
-                zero_units=c.zero_units,
-            )
-        )
+    rows = rows_from_counts((name(path), shape, c) for path, shape, c in counted)
     return SparsityReport(rows, threshold)
 
 

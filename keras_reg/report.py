@@ -15,8 +15,8 @@ import warnings
 from keras_reg._validation import check_float
 
 # `keras_reg._sparsity` (which imports Keras) is imported where it is used: the
-# `keras-reg report` command builds these rows from its own NumPy counts and
-# must not pay for Keras.
+# `keras-reg report` command builds these rows (`rows_from_counts`) from its own
+# NumPy counts and must not pay for Keras.
 
 __all__ = ["SparsityReport", "SparsityRow", "sparsity_report"]
 
@@ -171,15 +171,15 @@ class SparsityReport:
         return "\n".join(out)
 
 
-def build_report(paths, values, threshold, counter=None):
-    """A `SparsityReport` of named tensors, counted by the one shared routine."""
-    from keras_reg import _sparsity
+def rows_from_counts(counted):
+    """One `SparsityRow` per `(path, shape, Counts)`, in order: the only place rows are built.
 
+    `build_report` passes the counts of tensors in memory, `keras-reg report`
+    those its NumPy block counter read from a file.
+    """
     rows = []
-    for path, value, c in zip(
-        paths, values, _sparsity.count_zeros(values, threshold, counter), strict=True
-    ):
-        shape = tuple(int(d) for d in value.shape)
+    for path, shape, c in counted:
+        shape = tuple(int(d) for d in shape)
         size = math.prod(shape)
         rank2 = len(shape) >= 2
         rows.append(
@@ -195,7 +195,16 @@ def build_report(paths, values, threshold, counter=None):
                 zero_units=c.zero_units,
             )
         )
-    return SparsityReport(rows, threshold)
+    return rows
+
+
+def build_report(paths, values, threshold, counter=None):
+    """A `SparsityReport` of named tensors, counted by the one shared routine."""
+    from keras_reg import _sparsity
+
+    counts = _sparsity.count_zeros(values, threshold, counter)
+    shapes = [value.shape for value in values]
+    return SparsityReport(rows_from_counts(zip(paths, shapes, counts, strict=True)), threshold)
 
 
 def sparsity_report(model, threshold=0.0, track="kernels"):

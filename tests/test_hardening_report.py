@@ -14,7 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from keras_reg import _blockcount, cli
+from keras_reg import cli
+from keras_reg._archive import blocks
+from keras_reg._counts import Counts
 
 
 def run_main(argv, capsys):
@@ -59,14 +61,14 @@ def numpy_counts(array, threshold):
     x = x if x.dtype == np.float64 else x.astype(np.float32)
     zero = x == 0 if threshold == 0 else np.abs(x) <= x.dtype.type(threshold)
     if zero.ndim < 2:
-        return _blockcount.Counts(int(zero.sum()), None, None)
+        return Counts(int(zero.sum()), None, None)
     inputs = (
         np.moveaxis(zero, -2, 0).reshape(zero.shape[-2], -1).all(axis=1).sum() if zero.size else 0
     )
     units = (
         np.moveaxis(zero, -1, 0).reshape(zero.shape[-1], -1).all(axis=1).sum() if zero.size else 0
     )
-    return _blockcount.Counts(int(zero.sum()), int(inputs), int(units))
+    return Counts(int(zero.sum()), int(inputs), int(units))
 
 
 @pytest.mark.parametrize(
@@ -92,14 +94,14 @@ def test_block_counts_match_numpy(shape):
                     reads.append(x[index].size)
                     return x[index]
 
-                counts = _blockcount.count_blocks(read, shape, threshold, limit=limit)
+                counts = blocks.count_blocks(read, shape, threshold, limit=limit)
                 assert counts == numpy_counts(x, threshold), (dtype, limit, threshold)
                 assert max(reads, default=0) <= limit
 
 
 def test_wide_weights_count_columns_in_blocks(monkeypatch):
     """More units than flags kept: blocks of whole units, one flag per input."""
-    monkeypatch.setattr(_blockcount, "_MAX_FLAGS", 8)
+    monkeypatch.setattr(blocks, "_MAX_FLAGS", 8)
     x = np.zeros((3, 2, 50), np.float32)
     x[0, 1, 7] = 1.0
     x[2, 0, 40] = -np.inf
@@ -109,7 +111,7 @@ def test_wide_weights_count_columns_in_blocks(monkeypatch):
         reads.append(x[index].size)
         return x[index]
 
-    counts = _blockcount.count_blocks(read, x.shape, 1e-3, limit=12)
+    counts = blocks.count_blocks(read, x.shape, 1e-3, limit=12)
     # Both inputs (axis -2) hold a non-zero (1.0, -inf); 48 of the 50 units are all zero.
     assert counts == numpy_counts(x, 1e-3) == (298, 0, 48)
     assert max(reads) <= 12
@@ -124,7 +126,7 @@ def test_block_counts_agree_with_the_logger_counting():
         v[np.abs(v) < 0.7] = 0
     for threshold in (0.0, 0.5):
         expected = _sparsity.count_zeros(values, threshold)
-        got = [_blockcount.count_blocks(lambda i, v=v: v[i], v.shape, threshold, 5) for v in values]
+        got = [blocks.count_blocks(lambda i, v=v: v[i], v.shape, threshold, 5) for v in values]
         assert [tuple(c) for c in got] == [tuple(c) for c in expected]
 
 
@@ -182,7 +184,7 @@ def test_inflated_size_beyond_free_disk_is_refused(tmp_path, capsys, monkeypatch
         lambda h5: layer(h5, "dense", np.zeros((64, 64), np.float32)),
         compression=zipfile.ZIP_DEFLATED,
     )
-    import keras_reg._archive as archive
+    import keras_reg._archive.reader as archive
 
     monkeypatch.setattr(archive, "_DISK_MARGIN", archive.shutil.disk_usage(tmp_path).free)
     code, out, err = run_main(["report", str(path)], capsys)
@@ -349,7 +351,7 @@ def test_hard_link_cycles_and_shared_objects_are_refused(tmp_path, capsys, kind)
 
 
 def test_oversized_config_is_refused(tmp_path, capsys, monkeypatch):
-    import keras_reg._archive as archive
+    import keras_reg._archive.reader as archive
 
     monkeypatch.setattr(archive, "_MAX_CONFIG_BYTES", 100)
     path = write_keras(
@@ -359,7 +361,7 @@ def test_oversized_config_is_refused(tmp_path, capsys, monkeypatch):
 
 
 def test_large_compressed_chunks_are_refused(tmp_path, capsys, monkeypatch):
-    import keras_reg._archive as archive
+    import keras_reg._archive.reader as archive
 
     monkeypatch.setattr(archive, "_MAX_CHUNK_BYTES", 1000)
 

@@ -41,7 +41,7 @@ import zipfile
 import h5py
 import numpy as np
 
-from keras_reg._blockcount import BLOCK, count_blocks
+from keras_reg._archive.blocks import BLOCK, count_blocks
 
 WEIGHTS_FILE = "model.weights.h5"
 
@@ -52,16 +52,6 @@ _MAX_CHUNK_BYTES = 64 * 2**20
 # Inflating a compressed weights member leaves this much disk free at least.
 _DISK_MARGIN = 2**30
 _COPY_BLOCK = 2**20
-
-_KERNEL_LAYERS = {
-    "Dense",
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "Conv1DTranspose",
-    "Conv2DTranspose",
-    "Conv3DTranspose",
-}
 
 
 class ArchiveError(ValueError):
@@ -85,7 +75,7 @@ def printable(text):
 def count_weights(path, threshold=0.0, min_rank=0):
     """Counts the zeros of the weights stored in a `.keras` file, without rebuilding the model.
 
-    Each weight is read and counted in blocks (`keras_reg._blockcount`): memory
+    Each weight is read and counted in blocks (`keras_reg._archive.blocks`): memory
     stays bounded by one block, whatever the size of the file or of a weight.
     A compressed `model.weights.h5` member is inflated, in blocks, into a
     private temporary file that is deleted afterwards; a stored one (as Keras
@@ -334,6 +324,19 @@ def _layer_configs(config):
         elif isinstance(node, list):
             stack.extend(reversed(node))
     return found
+
+
+# Keras' own layers that store a `kernel` (and a `bias` where `use_bias`); `_weight_names`
+# names the weights of these and of a few more classes.
+_KERNEL_LAYERS = {
+    "Dense",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+}
 
 
 def _weight_names(layer, shapes):

@@ -13,19 +13,18 @@ otherwise, so NaN and inf never count; inputs are the slices along axis -2,
 units the slices along the last axis.
 """
 
-import collections
 import itertools
 import math
 
 import numpy as np
+
+from keras_reg._counts import Counts
 
 # Elements per block: 4 MiB of float32.
 BLOCK = 2**20
 # A weight with more units than this keeps one flag per input instead (see
 # `count_blocks`), so the flags never take more than max(inputs, units).
 _MAX_FLAGS = 2**22
-
-Counts = collections.namedtuple("Counts", ["zeros", "zero_inputs", "zero_units"])
 
 
 def _zero_mask(block, threshold):
