@@ -3,34 +3,10 @@
 import keras
 
 from keras_reg import _keras_private as _private
+from keras_reg import rules
 from keras_reg._validation import check_built_model
 
 __all__ = ["apply_regularizer"]
-
-_KERNELS = ("kernel", "embeddings", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")
-
-
-def _weight_name(variable):
-    return variable.path.rsplit("/", 1)[-1]
-
-
-def _slot_of(layer, name):
-    """The attribute holding the regularizer of weight `name`, or None.
-
-    Keras names it after the weight (`kernel_regularizer`, `bias_regularizer`,
-    `gamma_regularizer`, `embeddings_regularizer`), or after the weight's
-    first word for `depthwise_kernel`, `pointwise_kernel` and
-    `recurrent_kernel` (`depthwise_regularizer`, ...); a depthwise conv's
-    `kernel` is in `depthwise_regularizer`.
-    """
-    candidates = [f"{name}_regularizer", f"{name.removesuffix('_kernel')}_regularizer"]
-    if name == "kernel":
-        candidates.append("depthwise_regularizer")
-    for slot in candidates:
-        if hasattr(layer, slot):
-            return slot
-    return None
-
 
 def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwrite=False):
     """Attaches `regularizer` to weights of an already built model.
@@ -142,7 +118,7 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
     return [variable.path for _, _, variable, _, _ in plan]
 
 
-def _graph_layers(model):
+def graph_layers(model):
     """`(layer, container)` for every layer that is not a model, in model order.
 
     `container` is `None` when the layer's config is saved (the layer sits in
@@ -167,21 +143,22 @@ def _graph_layers(model):
 def _plan(model, select, weights):
     """`(top, owner, variable, slot, container)` for every weight to regularize."""
     plan = []
-    for top, container in _graph_layers(model):
+    for top, container in graph_layers(model):
         whole = select(top)
         for layer in _private.flatten_layers(top, include_self=True):
             if (isinstance(layer, keras.Model) and layer is not top) or not (
                 whole or select(layer)
             ):
                 continue
+            rule = rules.rule_for(layer)
             for variable in _private.own_variables(layer):
-                name = _weight_name(variable)
+                name = rules.weight_name(variable)
                 wanted = (
                     weights == "all"
-                    or (weights == "kernels" and name in _KERNELS)
+                    or (weights == "kernels" and name in rule.kernel_names(layer))
                     or (weights == "biases" and name == "bias")
                 )
-                slot = _slot_of(layer, name) if wanted else None
+                slot = rule.regularizer_slot(layer, name) if wanted else None
                 if slot is not None:
                     plan.append((top, layer, variable, slot, container))
     return plan

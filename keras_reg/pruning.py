@@ -18,9 +18,10 @@ import keras
 from keras import ops
 
 from keras_reg import _keras_private as _private
+from keras_reg import rules
 from keras_reg._keras_private import flatten_layers
 from keras_reg._validation import check_built_model, check_config_keys, check_float, check_int
-from keras_reg.attach import layer_filter
+from keras_reg.attach import graph_layers, layer_filter
 from keras_reg.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
 # The schedules are re-exported so that the package imports pruning in one line.
@@ -33,16 +34,6 @@ __all__ = [
     "pruned_weights",
     "strip_pruning",
 ]
-
-# Weight name -> the layer attributes that hold its constraint, in order of preference
-# (DepthwiseConv2D names its weight "kernel" and the slot "depthwise_constraint").
-_SLOTS = {
-    "kernel": ("kernel_constraint", "depthwise_constraint"),
-    "embeddings": ("embeddings_constraint",),
-    "depthwise_kernel": ("depthwise_constraint",),
-    "pointwise_kernel": ("pointwise_constraint",),
-}
-
 
 # (shift, bits) of the radix passes over a non-negative float32's 31 bits.
 _PASSES = ((21, 10), (10, 11), (0, 10))
@@ -232,15 +223,31 @@ class PruneLowMagnitude(keras.constraints.Constraint):
 
 
 def _prunable(layer):
-    """`(variable, slot)` for each kernel of `layer` that has a constraint slot."""
+    """`(variable, slot)` for each kernel of `layer` (its own) that has a constraint slot."""
+    if isinstance(layer, keras.Model):
+        return []
+    rule = rules.rule_for(layer)
     found = []
-    for variable in layer.trainable_weights if not isinstance(layer, keras.Model) else []:
-        name = variable.path.rsplit("/", 1)[-1]
-        for slot in _SLOTS.get(name, ()):
-            if hasattr(layer, slot):
-                found.append((variable, slot))
-                break
+    for variable in _private.own_variables(layer):
+        name = rules.weight_name(variable)
+        slot = rule.constraint_slot(layer, name)
+        if variable.trainable and name in rule.prunable_names(layer) and slot is not None:
+            found.append((variable, slot))
     return found
+
+
+def _selected_layers(model, select):
+    """Every layer of `model` that `select` picks, itself or through a layer holding it."""
+    chosen, seen = [], set()
+    for top, _ in graph_layers(model):
+        whole = select(top)
+        for layer in flatten_layers(top, include_self=True):
+            if id(layer) in seen or (isinstance(layer, keras.Model) and layer is not top):
+                continue
+            if whole or select(layer):
+                seen.add(id(layer))
+                chosen.append(layer)
+    return chosen
 
 
 def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
@@ -293,9 +300,7 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
         axis = check_int(axis, "axis", owner)
     select = layer_filter(layers, model, "prune_low_magnitude")
     chosen = []
-    for layer in flatten_layers(model, include_self=False):
-        if isinstance(layer, keras.Model) or not select(layer):
-            continue
+    for layer in _selected_layers(model, select):
         for variable, slot in _prunable(layer):
             current = getattr(layer, slot)
             if current is not None and not isinstance(current, PruneLowMagnitude):
@@ -368,8 +373,10 @@ def strip_pruning(model):
         ) from None
     copy.set_weights(model.get_weights())
     for layer in flatten_layers(copy, include_self=False):
-        for slot in {s for slots in _SLOTS.values() for s in slots}:
-            if isinstance(getattr(layer, slot, None), PruneLowMagnitude):
+        rule = rules.rule_for(layer)
+        for variable in [] if isinstance(layer, keras.Model) else _private.own_variables(layer):
+            slot = rule.constraint_slot(layer, rules.weight_name(variable))
+            if slot and isinstance(getattr(layer, slot, None), PruneLowMagnitude):
                 setattr(layer, slot, None)
     for variable in copy.weights:
         if isinstance(getattr(variable, "constraint", None), PruneLowMagnitude):

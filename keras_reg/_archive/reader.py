@@ -22,10 +22,11 @@ Keras builds `weight.path`: the chain of layer names down to its own layer
 a functional one), then the weight's name: `conv2d/kernel`,
 `sequential/dense/bias`, `encoder/dense_3/kernel`. The weight's name
 (`kernel`, `bias`, `embeddings`, `gamma`, ...) is known from `config.json` for
-Keras' own Dense, Conv, Conv-transpose, Embedding, BatchNormalization and
-LayerNormalization layers; any other weight is named by its stored position:
-`my_block/vars/0`. So for models made of those layers the names equal
-`weight.path`, and a report of the file matches `sparsity_report(model)`.
+Keras' own layers whose rule (`keras_reg.rules`) names their stored weights:
+Dense, convolutions, EinsumDense, Embedding, recurrent layers and cells,
+Batch-, Group- and LayerNormalization; any other weight is named by its stored
+position: `my_block/vars/0`. So for models made of those layers the names
+equal `weight.path`, and a report of the file matches `sparsity_report(model)`.
 """
 
 import json
@@ -41,6 +42,7 @@ import zipfile
 import h5py
 import numpy as np
 
+from keras_reg.rules import rule_for_config
 from keras_reg._archive.blocks import BLOCK, count_blocks
 
 WEIGHTS_FILE = "model.weights.h5"
@@ -326,43 +328,18 @@ def _layer_configs(config):
     return found
 
 
-# Keras' own layers that store a `kernel` (and a `bias` where `use_bias`); `_weight_names`
-# names the weights of these and of a few more classes.
-_KERNEL_LAYERS = {
-    "Dense",
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "Conv1DTranspose",
-    "Conv2DTranspose",
-    "Conv3DTranspose",
-}
-
-
 def _weight_names(layer, shapes):
-    """The names of a Keras layer's stored weights, or None where unsure."""
+    """The names of a Keras layer's stored weights, from its layer rule, or None where unsure."""
     if layer is None or any(shape is None for shape in shapes):
         return None
-    cls, cfg, module = layer.get("class_name"), layer.get("config"), layer.get("module")
-    if layer.get("registered_name") is not None or not str(module).startswith("keras"):
-        return None  # a custom class; its weights may be anything
-    if not isinstance(cfg, dict):
+    rule = rule_for_config(layer)  # None for a custom class: its weights may be anything
+    cfg = layer.get("config")
+    if rule is None or not isinstance(cfg, dict):
         return None
-    if cls in _KERNEL_LAYERS:
-        names = ["kernel"] + (["bias"] if cfg.get("use_bias", True) else [])
-    elif cls == "Embedding":
-        names = ["embeddings"]
-    elif cls in ("BatchNormalization", "LayerNormalization"):
-        rms = cls == "LayerNormalization" and cfg.get("rms_scaling", False)
-        names = ["gamma"] if cfg.get("scale", True) or rms else []
-        names += ["beta"] if cfg.get("center", True) and not rms else []
-        if cls == "BatchNormalization":
-            names += ["moving_mean", "moving_variance"]
-    else:
-        return None
+    names = rule.stored_weights(cfg)
     # A quantized or otherwise extended layer stores more: fall back to positions.
-    if len(names) != len(shapes) or any(
-        name in ("kernel", "embeddings") and len(shape) < 2
+    if names is None or len(names) != len(shapes) or any(
+        name in rule.kernel_names(None) and len(shape) < 2
         for name, shape in zip(names, shapes, strict=True)
     ):
         return None
@@ -484,6 +461,10 @@ class _Walker:
                 continue
             datasets.append((key, ds))
         entry = self.layers.get(chain[-1])
+        if entry is None and len(chain) > 1:  # an RNN cell: its layer's config names them
+            parent = self.layers.get(chain[-2])
+            rule = rule_for_config(parent[1]) if parent else None
+            entry = parent if rule is not None and rule.weights_in_sublayer else None
         names = _weight_names(entry[1] if entry else None, [ds.shape for _, ds in datasets])
         for i, (key, ds) in enumerate(datasets):
             name = f"{prefix}/{names[i] if names else f'vars/{key}'}"

@@ -71,6 +71,7 @@ _PASS = PassThrough()
 _POOL = PoolingRule()
 _PAD = PaddingRule()
 _ACTIVATION = ActivationRule()
+_RECURRENT = RecurrentRule(gates=1, candidate=0)
 _NO_WEIGHTS = "it has no weights, and its channel semantics are unknown to shrink"
 _MIXES = "it mixes channels in a way no exact cut follows"
 
@@ -163,9 +164,11 @@ BUILTIN = {
     "ConvLSTM2D": KeptWhole("convolutional recurrent units are not followed yet"),
     "ConvLSTM3D": KeptWhole("convolutional recurrent units are not followed yet"),
     "RNN": KeptWhole("a generic RNN runs any cell: its units are not known"),
-    "LSTMCell": KeptWhole("a cell outside its LSTM layer"),
-    "GRUCell": KeptWhole("a cell outside its GRU layer"),
-    "SimpleRNNCell": KeptWhole("a cell outside its SimpleRNN layer"),
+    "LSTMCell": KeptWhole("a cell outside its LSTM layer", stored=_RECURRENT.stored_weights),
+    "GRUCell": KeptWhole("a cell outside its GRU layer", stored=_RECURRENT.stored_weights),
+    "SimpleRNNCell": KeptWhole(
+        "a cell outside its SimpleRNN layer", stored=_RECURRENT.stored_weights
+    ),
     "StackedRNNCells": KeptWhole("a stack of cells"),
     "Bidirectional": KeptWhole("it wraps another layer"),
     "TimeDistributed": KeptWhole("it wraps another layer"),

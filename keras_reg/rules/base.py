@@ -76,11 +76,14 @@ class LayerRule:
             conv's): the plan's `constant_kept` is counted for the former.
         shrink: one line for the coverage table: what `shrink` does with
             the layer's channels.
+        weights_in_sublayer: whether the layer's weights belong to its one
+            sub-layer (an RNN layer's cell), which its own config describes.
     """
 
     kernels = None
     prunable = None
     opens_space = False
+    weights_in_sublayer = False
     shrink = "kept whole: its channel semantics are unknown to shrink"
 
     # --- weights -------------------------------------------------------------------

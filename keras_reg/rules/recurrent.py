@@ -29,6 +29,7 @@ class RecurrentRule(LayerRule):
 
     kernels = ("kernel", "recurrent_kernel")
     opens_space = True
+    weights_in_sublayer = True
     shrink = "units removed on the input, recurrent and output sides together"
 
     def __init__(self, gates, candidate):
