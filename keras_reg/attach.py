@@ -8,6 +8,7 @@ from keras_reg._validation import check_built_model
 
 __all__ = ["apply_regularizer"]
 
+
 def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwrite=False):
     """Attaches `regularizer` to weights of an already built model.
 

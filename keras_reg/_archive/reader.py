@@ -42,8 +42,8 @@ import zipfile
 import h5py
 import numpy as np
 
-from keras_reg.rules import rule_for_config
 from keras_reg._archive.blocks import BLOCK, count_blocks
+from keras_reg.rules import rule_for_config
 
 WEIGHTS_FILE = "model.weights.h5"
 
@@ -338,9 +338,13 @@ def _weight_names(layer, shapes):
         return None
     names = rule.stored_weights(cfg)
     # A quantized or otherwise extended layer stores more: fall back to positions.
-    if names is None or len(names) != len(shapes) or any(
-        name in rule.kernel_names(None) and len(shape) < 2
-        for name, shape in zip(names, shapes, strict=True)
+    if (
+        names is None
+        or len(names) != len(shapes)
+        or any(
+            name in rule.kernel_names(None) and len(shape) < 2
+            for name, shape in zip(names, shapes, strict=True)
+        )
     ):
         return None
     return names
