@@ -154,7 +154,7 @@ BUILTIN = {
     "MultiHeadAttention": KeptWhole(
         "its heads' projections are not followed yet (regularized and pruned as sub-layers)"
     ),
-    "GroupQueryAttention": KeptWhole("its heads' projections are not followed yet"),
+    "GroupedQueryAttention": KeptWhole("its heads' projections are not followed yet"),
     "Attention": KeptWhole(_MIXES),
     "AdditiveAttention": KeptWhole(_MIXES),
     "Dot": KeptWhole(_MIXES),
@@ -249,7 +249,10 @@ def _keras_name(cls):
     import keras
 
     name = cls.__name__
-    return name if getattr(keras.layers, name, None) is cls else None
+    own = getattr(keras.layers, name, None) is cls or (
+        cls.__module__.startswith("keras.src.") and issubclass(cls, keras.layers.Layer)
+    )
+    return name if own else None
 
 
 def rule_for(op):

@@ -42,17 +42,16 @@ class RecurrentRule(LayerRule):
         from keras_reg.shrinking.channels import activation_name
 
         layer = call.op
-        reason = graph.single(call) or graph.shared(call)
-        if reason:
-            return (
-                "it is called with initial states or a mask tensor"
-                if len(call.inputs) > 1
-                else reason
-            )
-        if layer.stateful:
-            return "stateful=True is not supported"
         if layer.return_state:
             return "return_state=True is not supported"
+        if layer.stateful:
+            return "stateful=True is not supported"
+        mask = call.node.arguments.kwargs.get("mask")
+        if len(call.inputs) != (1 if mask is None else 2) or len(call.outputs) != 1:
+            return "it is called with initial states"
+        reason = graph.shared(call)
+        if reason:
+            return reason
         cell = layer.cell
         for name in ("activation", "recurrent_activation"):
             fn = getattr(cell, name, None)

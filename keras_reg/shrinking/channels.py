@@ -196,7 +196,7 @@ class ChannelGraph:
         # Every call of the layer keeps its channels: its weights serve them all.
         for each in self.calls_of[id(call.op)]:
             for tid in each.inputs + (each.outputs if each is not call else []):
-                for gid, _ in self.layout[tid][0]:
+                for gid, _ in self.layout[tid][0] if tid in self.layout else ():
                     self.groups.fix(gid, f"{name}: {reason}")
         for tid, shape in zip(call.outputs, call.output_shapes, strict=True):
             self._fresh(tid, shape, f"{name}: {reason}")
