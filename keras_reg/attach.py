@@ -4,6 +4,7 @@ import keras
 
 from keras_reg import _keras_private as _private
 from keras_reg import rules
+from keras_reg._steps import retrace
 from keras_reg._validation import check_built_model
 
 __all__ = ["apply_regularizer"]
@@ -24,9 +25,9 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
 
     A weight that already has a regularizer is refused, by path, unless
     `overwrite=True`, which replaces it. Nothing changes when anything is
-    refused. A compiled model's train and test functions are reset, so the
-    next `fit` or `evaluate` traces them again with the penalty: no recompile
-    is needed. Nested functional and Sequential models are walked into. Each
+    refused. A compiled model's traced steps are reset, so the next `fit` or
+    `evaluate` traces them again with the penalty: no recompile is needed.
+    Nested functional and Sequential models are walked into. Each
     weight gets the same regularizer instance (one strength for all).
 
     Args:
@@ -44,7 +45,9 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
             regularizer are refused; if `True`, their regularizer is replaced.
 
     Returns:
-        The list of paths of the weights that got the regularizer.
+        The same model, changed in place (as `prune_low_magnitude` does): the
+        weights that got the regularizer are those whose `regularizer` is it,
+        e.g. `[v.path for v in model.weights if v.regularizer is reg]`.
 
     Raises:
         ValueError: for a bad argument, a layer name the model lacks, when no
@@ -60,11 +63,11 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
         ...     keras.layers.Dense(4, name="hidden"),
         ...     keras.layers.Dense(1, name="out"),
         ... ], name="m")
-        >>> keras_reg.apply_regularizer(model, keras_reg.L2(1e-4))  # every kernel
+        >>> model = keras_reg.apply_regularizer(model, keras_reg.L2(1e-4))  # every kernel
+        >>> [v.path for v in model.weights if v.regularizer is not None]
         ['m/hidden/kernel', 'm/out/kernel']
-        >>> keras_reg.apply_regularizer(  # replaces L2 on that one layer
+        >>> model = keras_reg.apply_regularizer(  # replaces L2 on that one layer
         ...     model, keras_reg.L1(1e-5), layers=["hidden"], overwrite=True)
-        ['m/hidden/kernel']
         >>> model.get_layer("hidden").kernel_regularizer
         L1(l1=1e-05)
     """
@@ -114,9 +117,8 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
             + "; ".join(f"{path}: {why}" for path, why in refused)
             + ". Leave their layers out with layers=..."
         )
-    # Traced train/test steps do not see the new penalty: have Keras trace them again.
-    model.train_function = model.test_function = None
-    return [variable.path for _, _, variable, _, _ in plan]
+    retrace(model)  # traced steps do not see the new penalty
+    return model
 
 
 def graph_layers(model):

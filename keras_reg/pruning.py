@@ -20,6 +20,7 @@ from keras import ops
 from keras_reg import _keras_private as _private
 from keras_reg import rules
 from keras_reg._keras_private import flatten_layers
+from keras_reg._steps import retrace
 from keras_reg._validation import check_built_model, check_config_keys, check_float, check_int
 from keras_reg.attach import graph_layers, layer_filter
 from keras_reg.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
@@ -324,8 +325,7 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
     for layer, variable, slot in chosen:
         setattr(layer, slot, constraint)
         variable.constraint = constraint
-    # A traced train step does not apply the new constraint: have Keras trace it again.
-    model.train_function = None
+    retrace(model)  # a traced train step does not apply the new constraint
     return model
 
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_reg import _keras_private as _private
+from keras_reg._steps import retrace
 from keras_reg._validation import check_float
 from keras_reg.regularizers import _Regularizer
 
@@ -149,7 +150,7 @@ class StrengthScheduler(keras.callbacks.Callback):
             self._thread_scales_through_jax_state()
         elif created:
             # A train step traced before the scale existed does not read it.
-            self.model.make_train_function(force=True)
+            retrace(self.model)
 
     def on_epoch_begin(self, epoch, logs=None):
         current = self._targets[0].scale
@@ -180,7 +181,7 @@ class StrengthScheduler(keras.callbacks.Callback):
         _private.model_metrics(model).append(self._state)
         self._original_train_step = model.train_step
         model.train_step = _bind_scales_in_jax_train_step(model.train_step, model, scales)
-        model.make_train_function(force=True)
+        retrace(model)
 
     def on_train_end(self, logs=None):
         if self._original_train_step is not None:
@@ -190,7 +191,7 @@ class StrengthScheduler(keras.callbacks.Callback):
             metrics = _private.model_metrics(model)
             metrics[:] = [m for m in metrics if m is not self._state]
             self._state = None
-            model.make_train_function(force=True)
+            retrace(model)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._targets:

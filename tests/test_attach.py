@@ -27,6 +27,11 @@ def pretrained():
     return model
 
 
+def penalized(model, reg):
+    """Paths of the weights whose regularizer is `reg`, in model order."""
+    return [v.path for v in model.weights if v.regularizer is reg]
+
+
 def kernels(model):
     return {
         layer.name: to_numpy(layer.kernel)
@@ -38,7 +43,8 @@ def kernels(model):
 def test_penalty_present_at_once_and_training_shrinks_weights(tmp_path):
     model = pretrained()
     reg = keras_reg.L2(0.5)
-    paths = keras_reg.apply_regularizer(model, reg)
+    assert keras_reg.apply_regularizer(model, reg) is model  # in place, as pruning
+    paths = penalized(model, reg)
     assert sorted(p.rsplit("/", 1)[-1] for p in paths) == ["kernel"] * 3
     assert any("inner_dense" in p for p in paths)  # nested model walked into
     expected = sum(numpy_penalty(reg, k) for k in kernels(model).values())
@@ -63,11 +69,11 @@ def test_penalty_present_at_once_and_training_shrinks_weights(tmp_path):
 
 def test_filter_by_predicate_and_names_and_biases():
     model = pretrained()
-    dense_only = keras_reg.apply_regularizer(
-        model, keras_reg.L1(1e-3), layers=lambda layer: layer.name == "head"
-    )
-    assert [p.rsplit("/", 2)[-2:] for p in dense_only] == [["head", "kernel"]]
-    biases = keras_reg.apply_regularizer(model, "l2", layers=["first"], weights="biases")
+    l1 = keras_reg.L1(1e-3)
+    keras_reg.apply_regularizer(model, l1, layers=lambda layer: layer.name == "head")
+    assert [p.rsplit("/", 2)[-2:] for p in penalized(model, l1)] == [["head", "kernel"]]
+    keras_reg.apply_regularizer(model, "l2", layers=["first"], weights="biases")
+    biases = [v.path for v in model.weights if isinstance(v.regularizer, keras.regularizers.L2)]
     assert [p.rsplit("/", 1)[-1] for p in biases] == ["bias"]
     assert isinstance(model.get_layer("first").bias_regularizer, keras.regularizers.L2)
     assert model.get_layer("first").kernel_regularizer is None
@@ -219,7 +225,8 @@ def every_layer(tmp_path_factory):
         outputs.append(output)
     model = keras.Model(inputs, outputs)
     reg = keras_reg.L2(0.5)
-    paths = keras_reg.apply_regularizer(model, reg, weights="all")
+    keras_reg.apply_regularizer(model, reg, weights="all")
+    paths = penalized(model, reg)
     path = tmp_path_factory.mktemp("every") / "every.keras"
     model.save(path)
     others = {
@@ -252,7 +259,9 @@ def test_separable_and_depthwise_kernels_are_found():
     h = keras.layers.SeparableConv2D(3, 3, name="sep")(inputs)
     outputs = keras.layers.DepthwiseConv2D(3, name="dw")(h)
     model = keras.Model(inputs, outputs)
-    paths = keras_reg.apply_regularizer(model, keras_reg.L1(0.1))
+    reg = keras_reg.L1(0.1)
+    keras_reg.apply_regularizer(model, reg)
+    paths = penalized(model, reg)
     assert paths == ["sep/depthwise_kernel", "sep/pointwise_kernel", "dw/kernel"]
     assert model.get_layer("sep").depthwise_regularizer.get_config() == {"l1": 0.1}
     assert model.get_layer("sep").pointwise_regularizer.get_config() == {"l1": 0.1}
@@ -302,7 +311,9 @@ def test_custom_layer_building_its_own_dense_is_refused_by_name():
     assert "changed nothing" in str(info.value)
     assert model.losses == [] and model.get_layer("d").kernel_regularizer is None
     # Leaving it out works.
-    assert keras_reg.apply_regularizer(model, keras_reg.L2(0.5), layers=["d"]) == ["d/kernel"]
+    reg = keras_reg.L2(0.5)
+    keras_reg.apply_regularizer(model, reg, layers=["d"])
+    assert penalized(model, reg) == ["d/kernel"]
 
 
 def test_layers_of_a_subclassed_model_are_refused_by_name():
@@ -333,7 +344,8 @@ def test_existing_regularizers_are_refused_unless_overwrite():
     assert model.get_layer("head").kernel_regularizer is first
     assert model.get_layer("first").kernel_regularizer is None  # nothing changed
     second = keras_reg.L1(0.2)
-    paths = keras_reg.apply_regularizer(model, second, overwrite=True)
+    keras_reg.apply_regularizer(model, second, overwrite=True)
+    paths = penalized(model, second)
     assert "head/kernel" in paths and model.get_layer("head").kernel_regularizer is second
     assert model.get_layer("head").kernel.regularizer is second
     with pytest.raises(ValueError, match=r"'overwrite' argument .* Received: overwrite='yes'"):

@@ -288,3 +288,15 @@ def test_register_layer_rule_refuses_what_is_not_a_layer_class_or_a_rule():
         keras_reg.register_layer_rule(object, rules.DenseLike())
     with pytest.raises(ValueError, match="'rule' argument of register_layer_rule"):
         keras_reg.register_layer_rule(L.Dense, "dense")
+
+
+def test_the_docs_coverage_table_is_the_registrys():
+    from pathlib import Path
+
+    from keras_reg.rules.table import coverage_table
+
+    page = Path(__file__).parent.parent / "docs" / "_generated" / "layer_rules.md"
+    assert page.read_text() == coverage_table(), (
+        "docs/_generated/layer_rules.md is out of date: python -m keras_reg.rules > "
+        "docs/_generated/layer_rules.md"
+    )

@@ -67,13 +67,20 @@ __all__ = [
     "rule_for_config",
 ]
 
+PREPROCESSING = "a preprocessing layer (no channels to remove)"
 _PASS = PassThrough()
 _POOL = PoolingRule()
 _PAD = PaddingRule()
 _ACTIVATION = ActivationRule()
 _RECURRENT = RecurrentRule(gates=1, candidate=0)
-_NO_WEIGHTS = "it has no weights, and its channel semantics are unknown to shrink"
 _MIXES = "it mixes channels in a way no exact cut follows"
+_ADAPTIVE = "its output size does not follow its input's: not yet followed"
+_CONV_RNN = "convolutional recurrent units are not followed yet"
+_CELL = "a cell outside its RNN layer"
+_CELL_KERNELS = "its cell's `kernel`, `recurrent_kernel`"
+_RNN_KERNELS = ("kernel", "recurrent_kernel")
+_WRAPS = "it wraps another layer"
+_WRAPPED = "the wrapped layer's"
 
 # Keras layer class name -> its rule. Every class in `keras.layers` is here (a test checks it),
 # so the coverage table in the docs is complete; the classes shrink cannot follow say why.
@@ -106,9 +113,6 @@ BUILTIN = {
     "RMSNormalization": KeptWhole(
         "its statistics over the channels change with their number", kernels=()
     ),
-    "UnitNormalization": KeptWhole("its norm over the channels changes with their number"),
-    "Normalization": KeptWhole("its mean and variance are per channel, not yet followed"),
-    "SpectralNormalization": KeptWhole("it wraps another layer"),
     # Channel by channel, or channels moved without mixing.
     "Activation": _ACTIVATION,
     "ReLU": _ACTIVATION,
@@ -152,46 +156,63 @@ BUILTIN = {
     "Concatenate": ConcatenateRule(),
     # Kept whole, with why.
     "MultiHeadAttention": KeptWhole(
-        "its heads' projections are not followed yet (regularized and pruned as sub-layers)"
+        "its heads' projections are not followed yet",
+        kernels=(),
+        note="its `query`, `key`, `value`, `output` EinsumDense sub-layers' `kernel`",
     ),
-    "GroupedQueryAttention": KeptWhole("its heads' projections are not followed yet"),
-    "Attention": KeptWhole(_MIXES),
-    "AdditiveAttention": KeptWhole(_MIXES),
-    "Dot": KeptWhole(_MIXES),
-    "Softmax": KeptWhole("softmax mixes the channels"),
-    "PReLU": KeptWhole("its per-position slopes are not followed yet"),
-    "ConvLSTM1D": KeptWhole("convolutional recurrent units are not followed yet"),
-    "ConvLSTM2D": KeptWhole("convolutional recurrent units are not followed yet"),
-    "ConvLSTM3D": KeptWhole("convolutional recurrent units are not followed yet"),
-    "RNN": KeptWhole("a generic RNN runs any cell: its units are not known"),
-    "LSTMCell": KeptWhole("a cell outside its LSTM layer", stored=_RECURRENT.stored_weights),
-    "GRUCell": KeptWhole("a cell outside its GRU layer", stored=_RECURRENT.stored_weights),
-    "SimpleRNNCell": KeptWhole(
-        "a cell outside its SimpleRNN layer", stored=_RECURRENT.stored_weights
+    "GroupedQueryAttention": KeptWhole(
+        "its heads' projections are not followed yet",
+        kernels=(),
+        note="its `query`, `key`, `value`, `output` EinsumDense sub-layers' `kernel`",
     ),
-    "StackedRNNCells": KeptWhole("a stack of cells"),
-    "Bidirectional": KeptWhole("it wraps another layer"),
-    "TimeDistributed": KeptWhole("it wraps another layer"),
-    "Wrapper": KeptWhole("it wraps another layer"),
-    "ReversibleEmbedding": KeptWhole("its table is also read as an output projection"),
-    "Lambda": KeptWhole("it runs arbitrary code"),
-    "Layer": KeptWhole("the base class runs arbitrary code"),
-    "InputLayer": KeptWhole("a model input never changes"),
-    "TFSMLayer": KeptWhole("a SavedModel is opaque"),
-    "JaxLayer": KeptWhole("a JAX function is opaque"),
-    "FlaxLayer": KeptWhole("a Flax module is opaque"),
-    "TorchModuleWrapper": KeptWhole("a torch module is opaque"),
-    "Pipeline": KeptWhole("it runs a sequence of preprocessing layers"),
-    "Masking": KeptWhole("its mask reads every channel"),
-    "Permute": KeptWhole("it may move the channels off the last axis"),
-    "RepeatVector": KeptWhole("it adds an axis before the channels"),
-    "CategoryEncoding": KeptWhole("its outputs are categories, not channels"),
-    "AdaptiveAveragePooling1D": KeptWhole(_NO_WEIGHTS),
-    "AdaptiveAveragePooling2D": KeptWhole(_NO_WEIGHTS),
-    "AdaptiveAveragePooling3D": KeptWhole(_NO_WEIGHTS),
-    "AdaptiveMaxPooling1D": KeptWhole(_NO_WEIGHTS),
-    "AdaptiveMaxPooling2D": KeptWhole(_NO_WEIGHTS),
-    "AdaptiveMaxPooling3D": KeptWhole(_NO_WEIGHTS),
+    "Attention": KeptWhole(_MIXES, kernels=(), note="none (a scalar `scale` at most)"),
+    "AdditiveAttention": KeptWhole(_MIXES, kernels=(), note="none (a `scale` vector)"),
+    "Dot": KeptWhole(_MIXES, kernels=(), weighted=False),
+    "Softmax": KeptWhole("softmax mixes the channels", kernels=(), weighted=False),
+    "PReLU": KeptWhole("its per-position slopes are not followed yet", kernels=()),
+    "ConvLSTM1D": KeptWhole(_CONV_RNN, kernels=(), note=_CELL_KERNELS),
+    "ConvLSTM2D": KeptWhole(_CONV_RNN, kernels=(), note=_CELL_KERNELS),
+    "ConvLSTM3D": KeptWhole(_CONV_RNN, kernels=(), note=_CELL_KERNELS),
+    "RNN": KeptWhole(
+        "a generic RNN runs any cell: its units are not known", kernels=(), note="its cell's"
+    ),
+    "LSTMCell": KeptWhole(_CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights),
+    "GRUCell": KeptWhole(_CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights),
+    "SimpleRNNCell": KeptWhole(_CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights),
+    "StackedRNNCells": KeptWhole("a stack of cells", kernels=(), note="its cells'"),
+    "Bidirectional": KeptWhole(_WRAPS, kernels=(), note=_WRAPPED),
+    "TimeDistributed": KeptWhole(_WRAPS, kernels=(), note=_WRAPPED),
+    "Wrapper": KeptWhole(_WRAPS, kernels=(), note=_WRAPPED),
+    "SpectralNormalization": KeptWhole(_WRAPS, kernels=(), note=_WRAPPED),
+    "ReversibleEmbedding": KeptWhole(
+        "its table is also read as an output projection", kernels=("embeddings",)
+    ),
+    "Lambda": KeptWhole("it runs arbitrary code", kernels=(), weighted=False),
+    "Layer": KeptWhole("the base class runs arbitrary code", note="by Keras' names"),
+    "InputLayer": KeptWhole("a model input never changes", kernels=(), weighted=False),
+    "TFSMLayer": KeptWhole("a SavedModel is opaque", kernels=(), note="none (opaque)"),
+    "JaxLayer": KeptWhole("a JAX function is opaque", kernels=(), note="none (opaque)"),
+    "FlaxLayer": KeptWhole("a Flax module is opaque", kernels=(), note="none (opaque)"),
+    "TorchModuleWrapper": KeptWhole("a torch module is opaque", kernels=(), note="none (opaque)"),
+    "Pipeline": KeptWhole("it runs a sequence of preprocessing layers", weighted=False),
+    "Masking": KeptWhole("its mask reads every channel", kernels=(), weighted=False),
+    "Permute": KeptWhole("it may move the channels off the last axis", weighted=False),
+    "RepeatVector": KeptWhole("it adds an axis before the channels", weighted=False),
+    "CategoryEncoding": KeptWhole("its outputs are categories, not channels", weighted=False),
+    "UnitNormalization": KeptWhole(
+        "its norm over the channels changes with their number", kernels=(), weighted=False
+    ),
+    "Normalization": KeptWhole(
+        "its mean and variance are per channel, not yet followed",
+        kernels=(),
+        note="none (non-trainable mean and variance)",
+    ),
+    "AdaptiveAveragePooling1D": KeptWhole(_ADAPTIVE, kernels=(), weighted=False),
+    "AdaptiveAveragePooling2D": KeptWhole(_ADAPTIVE, kernels=(), weighted=False),
+    "AdaptiveAveragePooling3D": KeptWhole(_ADAPTIVE, kernels=(), weighted=False),
+    "AdaptiveMaxPooling1D": KeptWhole(_ADAPTIVE, kernels=(), weighted=False),
+    "AdaptiveMaxPooling2D": KeptWhole(_ADAPTIVE, kernels=(), weighted=False),
+    "AdaptiveMaxPooling3D": KeptWhole(_ADAPTIVE, kernels=(), weighted=False),
 }
 
 # Preprocessing and augmentation layers: no weights, and they read whole images or strings.
@@ -206,7 +227,7 @@ for _name in (
     "RandomZoom", "Resizing", "STFTSpectrogram", "Solarization", "StringLookup",
     "TextVectorization",
 ):  # fmt: skip
-    BUILTIN[_name] = KeptWhole("a preprocessing layer (no channels to remove)")
+    BUILTIN[_name] = KeptWhole(PREPROCESSING, kernels=(), weighted=False)
 del _name
 
 _USER = {}  # layer class -> rule, from register_layer_rule

@@ -78,12 +78,16 @@ class LayerRule:
             the layer's channels.
         weights_in_sublayer: whether the layer's weights belong to its one
             sub-layer (an RNN layer's cell), which its own config describes.
+        weighted: whether the layer has weights (the docs' table lists those first).
+        note: what the docs' table says of the layer's kernels, if not `kernels`.
     """
 
     kernels = None
     prunable = None
     opens_space = False
     weights_in_sublayer = False
+    weighted = True
+    note = None
     shrink = "kept whole: its channel semantics are unknown to shrink"
 
     # --- weights -------------------------------------------------------------------

@@ -38,10 +38,13 @@ class KeptWhole(LayerRule):
         reason: why the channels cannot be removed, for the plan and the docs.
         kernels: names of its kernel weights (`None`: Keras' convention).
         stored: function from the layer's config to its stored weight names.
+        weighted: whether the layer has weights of its own or of sub-layers.
+        note: what the docs' kernels column says instead of `kernels`.
     """
 
-    def __init__(self, reason, kernels=None, stored=None):
+    def __init__(self, reason, kernels=None, stored=None, weighted=True, note=None):
         self.reason, self.kernels, self._stored = reason, kernels, stored
+        self.weighted, self.note = weighted, note
         self.shrink = f"kept whole: {reason}"
 
     def stored_weights(self, config):
@@ -62,6 +65,7 @@ class PassThrough(LayerRule):
     """The output's channels are the input's, with the same states (Dropout, GlobalPooling)."""
 
     kernels = ()
+    weighted = False
     shrink = "channels passed through"
 
     def flow(self, graph, call):
@@ -96,6 +100,7 @@ class ActivationRule(LayerRule):
     """An element-wise activation layer (`Activation`, `ReLU`, `LeakyReLU`, `ELU`)."""
 
     kernels = ()
+    weighted = False
     shrink = "channels passed through (element-wise activations only)"
 
     def flow(self, graph, call):
@@ -230,6 +235,7 @@ class FlattenRule(LayerRule):
     """`Flatten` (channels-last): the layout repeats once per spatial position."""
 
     kernels = ()
+    weighted = False
     shrink = "channels followed into the next layer's rows ((h*W+w)*C+c)"
 
     def flow(self, graph, call):
@@ -249,6 +255,7 @@ class ReshapeRule(LayerRule):
     """`Reshape` that keeps the channels on the last axis (the squeeze-excitation reshape)."""
 
     kernels = ()
+    weighted = False
     shrink = "channels passed through where the last axis stays; else kept whole"
 
     def flow(self, graph, call):

@@ -16,6 +16,7 @@ class JoinRule(LayerRule):
     """An element-wise merge layer; `combine` computes it on NumPy vectors."""
 
     kernels = ()
+    weighted = False
     shrink = "channels of all its inputs coupled (removed together)"
 
     def __init__(self, combine, multiply=False):
@@ -49,6 +50,7 @@ class ConcatenateRule(LayerRule):
     """`Concatenate`: along the channels, each input's channels keep their offset."""
 
     kernels = ()
+    weighted = False
     shrink = "channels followed at their offsets"
 
     def flow(self, graph, call):
@@ -92,6 +94,7 @@ class ElementwiseOpRule(LayerRule):
     """A `keras.ops` operation node applied element by element (`x + 3.0`, `ops.relu`)."""
 
     kernels = ()
+    weighted = False
     shrink = "channels passed through, or coupled when it joins tensors"
 
     def flow(self, graph, call):
