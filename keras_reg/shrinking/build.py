@@ -96,7 +96,7 @@ def shrink(model, plan=None, verbose=False, verify=True, drop_inputs=False):
     small = builder.model(model)
     builder.assign_weights()
     if verify:
-        _verify(model, small, plan.inputs_kept, plan._graph.calls)
+        _verify(model, small, plan.inputs_kept, plan._graph)
     return small
 
 
@@ -123,7 +123,7 @@ class _Builder:
         ]
 
     def model(self, model):
-        graph = _graph.graph_of(model)
+        graph = self.g.graphs[id(model)]
         if isinstance(model, keras.Sequential):
             (new_input,) = self._inputs(graph)
             layers = [self.op(layer) for layer in model.layers]
@@ -191,9 +191,10 @@ def _forward(model, inputs):
     return jax.jit(run)(*values, inputs)
 
 
-def _verify(model, small, inputs_kept, plan_calls):
+def _verify(model, small, inputs_kept, channel_graph):
     rng = np.random.default_rng(0)
-    graph = _graph.graph_of(model)
+    graph = channel_graph.graphs[id(model)]
+    plan_calls = channel_graph.calls
     full = [_sample(t, rng) for t in graph.inputs]
     kept = [x[..., inputs_kept[t.name]] for x, t in zip(full, graph.inputs, strict=True)]
 

@@ -128,7 +128,7 @@ class ChannelGraph:
 
     def __init__(self, model, drop_inputs=False):
         self.model = model
-        self.calls, self.ids, self.inlined = _graph.walk(model)
+        self.calls, self.ids, self.inlined, self.graphs = _graph.walk(model)
         self.groups = Groups()
         self.layout = {}  # tensor id -> (segments [(gid, size)], repeat)
         self.state = {}  # tensor id -> (kind int8[C], value float64[C]) over one repeat
@@ -138,7 +138,7 @@ class ChannelGraph:
         self.unknown = []  # (layer name, reason) of layers kept whole
         self._arrays = {}  # id(layer) -> {weight name: NumPy array}, each read once
         self.whole = set()  # id() of those layers
-        graph = _graph.graph_of(model)
+        graph = self.graphs[id(model)]
         for t in graph.inputs:
             tid = self.ids.of(t)
             self._fresh(tid, t.shape, None if drop_inputs else "a model input")

@@ -87,17 +87,20 @@ def _nodes_in_order(graph):
             yield node
 
 
-def walk(model, ids=None, calls=None, owners=None):
+def walk(model, ids=None, calls=None, owners=None, graphs=None):
     """All calls of `model`, producers first, nested models inlined.
 
-    Returns `(calls, ids, owners)`: `owners` maps each inlined nested model (by
-    id) to the number of times it is called; a nested model called more than
-    once is not inlined but kept as one opaque call (its weights are shared).
+    Returns `(calls, ids, owners, graphs)`: `owners` maps each inlined nested
+    model (by id) to the number of times it is called; a nested model called
+    more than once is not inlined but kept as one opaque call (its weights are
+    shared). `graphs` maps the model and each inlined one (by id) to its
+    functional graph, read once here for the planner and the builder.
     """
     ids = ids or TensorIds()
     calls = [] if calls is None else calls
     owners = {} if owners is None else owners
-    graph = graph_of(model)
+    graphs = {} if graphs is None else graphs
+    graph = graphs[id(model)] = graphs.get(id(model)) or graph_of(model)
     nested_calls = {}
     for node in _nodes_in_order(graph):
         if is_model(node.operation):
@@ -106,10 +109,10 @@ def walk(model, ids=None, calls=None, owners=None):
         op = node.operation
         if is_model(op) and nested_calls[id(op)] == 1:
             owners[id(op)] = 1
-            inner = graph_of(op)
+            inner = graphs[id(op)] = graph_of(op)
             for inner_input, outer_input in zip(inner.inputs, node.input_tensors, strict=True):
                 ids.alias(inner_input, outer_input)
-            walk(op, ids, calls, owners)
+            walk(op, ids, calls, owners, graphs)
             for outer_output, inner_output in zip(node.outputs, inner.outputs, strict=True):
                 ids.alias(outer_output, inner_output)
             continue
@@ -123,4 +126,4 @@ def walk(model, ids=None, calls=None, owners=None):
                 output_shapes=[tuple(t.shape) for t in node.outputs],
             )
         )
-    return calls, ids, owners
+    return calls, ids, owners, graphs

@@ -81,7 +81,7 @@ class ShrinkPlan:
         self.macs_before = sum(r.macs_before for r in known) if complete else None
         self.macs_after = sum(r.macs_after for r in known) if complete else None
         self.kept_whole = tuple(dict.fromkeys(graph.unknown))
-        inputs = _graph.graph_of(graph.model).inputs
+        inputs = graph.graphs[id(graph.model)].inputs
         self.inputs_kept = {t.name: graph.kept(graph.ids.of(t)).tolist() for t in inputs}
 
     def to_dict(self):
