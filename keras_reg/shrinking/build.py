@@ -1,5 +1,6 @@
 """`shrink`: build the smaller model from the plan, then check it against the original."""
 
+import math
 import warnings
 
 import keras
@@ -49,10 +50,15 @@ def shrink(model, plan=None, verbose=False, verify=True, drop_inputs=False):
     The result is a new, uncompiled Keras model (like `keras.models.clone_model`):
     the same layer names and classes, nested models kept nested,
     regularizers and constraints kept on the kept weights. `model` is not
-    changed. Before returning, `shrink` runs both models on a random batch and
-    refuses (`RuntimeError`) if their outputs differ by more than 1e-4
-    relative (1e-2 under mixed_float16, 5e-2 under mixed_bfloat16, where every
-    layer rounds): a removal that is not exact is never returned.
+    changed. Before returning, `shrink` runs both models on a random batch (one
+    sample, valid indices for an Embedding) and refuses (`RuntimeError`) if
+    their outputs differ by more than 1e-4 relative: a removal that is not
+    exact is never returned. Under mixed precision both are compared as float32
+    twins (same layers and weights), so float16 rounding cannot hide an error.
+    A model declaring an input of more than 2**24 elements per sample is not
+    run, and a warning says so. A layer whose outputs nothing reads (a dead
+    branch) keeps one unit, since a Keras layer cannot have 0; the plan lists
+    it under `dead`.
 
     Args:
         model: a built Functional or Sequential `keras.Model` (nested models
@@ -168,11 +174,45 @@ class _Builder:
                 variable.assign(value)
 
 
-def _sample(tensor, rng):
+# The check's batch: one sample, unknown sizes as 64, and at most this many elements per
+# input; a model declaring a larger input is not run (a warning says so).
+SAMPLE_LIMIT = 2**24
+
+
+def _sample(tensor, rng, index_bound):
+    """A valid random input for `tensor`: normal floats, or indices in [1, index_bound)."""
     shape = tuple(1 if i == 0 else (d if d is not None else 64) for i, d in enumerate(tensor.shape))
     if "int" in str(tensor.dtype):
-        return np.zeros(shape, tensor.dtype)
+        # Index 0 is the padding of Embedding(mask_zero=True): an all-masked batch gives NaN.
+        return rng.integers(1, max(2, index_bound), size=shape).astype(tensor.dtype)
     return rng.standard_normal(shape).astype(tensor.dtype or "float32")
+
+
+def _index_bounds(channel_graph, inputs):
+    """For each integer input, the smallest `input_dim` of the Embeddings that read it."""
+    bounds = {}
+    for call in channel_graph.calls:
+        if isinstance(call.op, keras.layers.Embedding):
+            for tid in call.inputs:
+                bounds[tid] = min(bounds.get(tid, call.op.input_dim), call.op.input_dim)
+    return [bounds.get(channel_graph.ids.of(t), 2) for t in inputs]
+
+
+def _float32_twin(model):
+    """`model` rebuilt with float32 layers and the same weights, or None if it cannot be."""
+
+    def rebuild(layer):
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = "float32"
+        return type(layer).from_config(config)
+
+    try:
+        twin = keras.models.clone_model(model, clone_function=rebuild, recursive=True)
+        twin.set_weights(model.get_weights())
+    except Exception:  # a layer that cannot be rebuilt so: the check uses the model itself
+        return None
+    return twin
 
 
 def _forward(model, inputs):
@@ -192,10 +232,27 @@ def _forward(model, inputs):
 
 
 def _verify(model, small, inputs_kept, channel_graph):
+    """Runs both models on one random batch; refuses the shrunk one if its outputs differ.
+
+    Under mixed precision every layer rounds to float16 (or bfloat16), which can hide a
+    wrong result as large as the rounding: both models are compared as float32 twins
+    (same layers and weights, float32 compute), where 1e-4 relative holds. Only if a
+    model cannot be rebuilt so does the check fall back to the looser tolerance of its
+    lowest precision.
+    """
     rng = np.random.default_rng(0)
     graph = channel_graph.graphs[id(model)]
-    plan_calls = channel_graph.calls
-    full = [_sample(t, rng) for t in graph.inputs]
+    sizes = [math.prod(1 if d is None else d for d in t.shape[1:]) for t in graph.inputs]
+    if max(sizes, default=0) > SAMPLE_LIMIT:
+        warnings.warn(
+            f"keras_reg.shrink did not compare the shrunk model's outputs with the original's: "
+            f"model {model.name!r} declares an input of {max(sizes):,} elements per sample, "
+            f"more than the {SAMPLE_LIMIT:,} the check draws.",
+            stacklevel=3,
+        )
+        return
+    bounds = _index_bounds(channel_graph, graph.inputs)
+    full = [_sample(t, rng, b) for t, b in zip(graph.inputs, bounds, strict=True)]
     kept = [x[..., inputs_kept[t.name]] for x, t in zip(full, graph.inputs, strict=True)]
 
     def structured(arrays):
@@ -203,9 +260,14 @@ def _verify(model, small, inputs_kept, channel_graph):
 
     tolerance = max(
         VERIFY_TOLERANCE.get(call.op.compute_dtype, 1e-4)
-        for call in plan_calls
+        for call in channel_graph.calls
         if isinstance(call.op, keras.layers.Layer)
     )
+    if tolerance > VERIFY_TOLERANCE["float32"]:
+        twins = _float32_twin(model), _float32_twin(small)
+        if None not in twins:
+            model, small = twins
+            tolerance = VERIFY_TOLERANCE["float32"]
     try:
         expected = keras.tree.flatten(_forward(model, structured(full)))
     except Exception as exc:  # e.g. unknown spatial sizes that this sample does not fit

@@ -366,6 +366,7 @@ class ChannelGraph:
         alive = {g: list(range(groups.size[g])) for g in roots}
         free = [g for g in roots if not groups.fixed[g]]
         self.kept_constant = {}
+        self.forced = {}  # root -> the channel kept in a space nothing reads
         while True:
             needed = {g: np.zeros(groups.size[g], bool) for g in free}
             by_const = {g: np.zeros(groups.size[g], bool) for g in free}
@@ -394,7 +395,12 @@ class ChannelGraph:
                 self._close(tid, index_sets, needed)
             changed = False
             for g in free:
-                keep = [c for c in alive[g] if needed[g][c]]
+                keep = [c for c in alive[g] if needed[g][c] or c in self.forced.get(g, ())]
+                if not keep and alive[g]:
+                    # Nothing reads this space: a Keras layer cannot have 0 units, so its
+                    # first channel stays, computed as before (its readers keep its row).
+                    self.forced.setdefault(g, set()).add(alive[g][0])
+                    keep = alive[g][:1]
                 if len(keep) != len(alive[g]):
                     alive[g], changed = keep, True
             if not changed:

@@ -65,6 +65,9 @@ class ShrinkPlan:
         macs_after: the same after shrinking.
         kept_whole: tuple of `(layer name, reason)` for each layer whose
             channels were all kept because shrink cannot reason about it.
+        dead: names of the layers whose outputs nothing reads (a dead branch):
+            each keeps one unit, computed as before, since a Keras layer cannot
+            have 0 units.
         inputs_kept: dict, model input name -> the indices of the input
             features (last axis) the shrunk model takes: all of them unless
             `plan_shrink(model, drop_inputs=True)`.
@@ -81,6 +84,12 @@ class ShrinkPlan:
         self.macs_before = sum(r.macs_before for r in known) if complete else None
         self.macs_after = sum(r.macs_after for r in known) if complete else None
         self.kept_whole = tuple(dict.fromkeys(graph.unknown))
+        dead_roots = set(graph.forced)
+        self.dead = tuple(
+            dict.fromkeys(
+                r.layer.name for r in graph.readers if graph.groups.find(r.out_gid) in dead_roots
+            )
+        )
         inputs = graph.graphs[id(graph.model)].inputs
         self.inputs_kept = {t.name: graph.kept(graph.ids.of(t)).tolist() for t in inputs}
 
@@ -92,6 +101,7 @@ class ShrinkPlan:
             "macs_after": self.macs_after,
             "rows": [r.to_dict() for r in self.rows],
             "kept_whole": [list(item) for item in self.kept_whole],
+            "dead": list(self.dead),
             "inputs_kept": self.inputs_kept,
         }
 
@@ -146,6 +156,11 @@ class ShrinkPlan:
         )
         for name, reason in self.kept_whole:
             out.append(f"kept whole: {name} ({reason})")
+        for name in self.dead:
+            out.append(
+                f"dead: {name} (nothing reads its outputs; it keeps 1 unit, since a Keras "
+                "layer cannot have 0)"
+            )
         return "\n".join(out)
 
 
