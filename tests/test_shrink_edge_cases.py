@@ -147,3 +147,20 @@ def test_a_huge_declared_input_is_not_sampled_and_the_check_says_so():
     with pytest.warns(UserWarning, match="did not compare.*768,000,000 elements"):
         small = keras_reg.shrink(model)  # 0.2: a 6.5 GB batch, then _ArrayMemoryError
     assert small.get_layer("c").filters == 2
+
+
+def test_the_plan_table_adds_up_to_its_totals():
+    """0.2 left BatchNorm out of the rows and in the totals (4,097 vs 4,353)."""
+    inputs = keras.Input((6, 6, 2))
+    x = L.BatchNormalization(name="bn")(L.Conv2D(4, 3, name="c")(inputs))
+    model = keras.Model(inputs, L.Dense(2, name="d")(L.Flatten()(x)))
+    kernel = to_numpy(model.get_layer("c").kernel).copy()
+    kernel[..., 3] = 0
+    assign(model.get_layer("c").kernel, kernel)
+    plan = keras_reg.plan_shrink(model)
+    assert plan.other_params_before == 16 and plan.other_params_after == 12  # BatchNorm's
+    for when in ("before", "after"):
+        rows = sum(getattr(r, f"params_{when}") for r in plan.rows)
+        assert rows + getattr(plan, f"other_params_{when}") == getattr(plan, f"params_{when}")
+    assert sum(v.size for v in map(to_numpy, model.weights)) == plan.params_before
+    assert "(other layers)                  16 -> 12" in str(plan)

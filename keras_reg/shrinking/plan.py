@@ -58,6 +58,12 @@ class ShrinkPlan:
     Attributes:
         rows: tuple of `LayerChange`, one per layer with units, filters or
             channels, in model order.
+        other_params_before: weights outside the rows (BatchNorm's vectors,
+            layers kept whole, biases of layers without units): the table's
+            "(other layers)" line, so that the rows add up to the totals. Their
+            MACs are not counted: MACs are those of kernels (Dense, convolutions,
+            recurrent layers), the per-channel work of normalization aside.
+        other_params_after: the same after shrinking.
         params_before: all weights of the model.
         params_after: all weights of the shrunk model.
         macs_before: total multiply-accumulates per sample of the rows, or
@@ -84,6 +90,10 @@ class ShrinkPlan:
         self.macs_before = sum(r.macs_before for r in known) if complete else None
         self.macs_after = sum(r.macs_after for r in known) if complete else None
         self.kept_whole = tuple(dict.fromkeys(graph.unknown))
+        # Weights outside the rows (BatchNorm vectors, layers kept whole): the table's
+        # "other layers" line, so that its rows add up to the totals.
+        self.other_params_before = params_before - sum(r.params_before for r in self.rows)
+        self.other_params_after = params_after - sum(r.params_after for r in self.rows)
         dead_roots = set(graph.forced)
         self.dead = tuple(
             dict.fromkeys(
@@ -100,6 +110,8 @@ class ShrinkPlan:
             "macs_before": self.macs_before,
             "macs_after": self.macs_after,
             "rows": [r.to_dict() for r in self.rows],
+            "other_params_before": self.other_params_before,
+            "other_params_after": self.other_params_after,
             "kept_whole": [list(item) for item in self.kept_whole],
             "dead": list(self.dead),
             "inputs_kept": self.inputs_kept,
@@ -129,6 +141,17 @@ class ShrinkPlan:
                     f"{r.params_before:,} -> {r.params_after:,}",
                     f"{macs(r.macs_before)} -> {macs(r.macs_after)}",
                     str(r.constant_kept) if r.constant_kept else "",
+                )
+            )
+        if self.other_params_before:
+            lines.append(
+                (
+                    "(other layers)",
+                    "",
+                    "",
+                    f"{self.other_params_before:,} -> {self.other_params_after:,}",
+                    "-",
+                    "",
                 )
             )
         total = (
