@@ -48,7 +48,16 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr
     )
     from keras_reg.report import SparsityReport, SparsityRow, sparsity_report  # noqa: F401
     from keras_reg.rules import LayerRule, register_layer_rule  # noqa: F401
-    from keras_reg.shrinking import LayerChange, ShrinkPlan, plan_shrink, shrink  # noqa: F401
+    from keras_reg.shrinking import (  # noqa: F401
+        ChannelGroup,
+        ChannelPlan,
+        LayerChange,
+        ShrinkPlan,
+        plan_channels,
+        plan_shrink,
+        prune_channels,
+        shrink,
+    )
     from keras_reg.strength import StrengthScheduler  # noqa: F401
 
 # Public name -> the module that defines it ("" for a submodule of that name).
@@ -59,6 +68,8 @@ _EXPORTS = {
     "L1": "regularizers",
     "L1L2": "regularizers",
     "L2": "regularizers",
+    "ChannelGroup": "shrinking",
+    "ChannelPlan": "shrinking",
     "LayerChange": "shrinking",
     "LayerRule": "rules",
     "PolynomialDecay": "pruning",
@@ -74,8 +85,10 @@ _EXPORTS = {
     "l1": "regularizers",
     "l1_l2": "regularizers",
     "l2": "regularizers",
+    "plan_channels": "shrinking",
     "plan_shrink": "shrinking",
     "prox": "",
+    "prune_channels": "shrinking",
     "prune_low_magnitude": "pruning",
     "register_layer_rule": "rules",
     "rules": "",

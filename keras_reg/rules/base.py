@@ -144,6 +144,15 @@ class LayerRule:
         """The layer's `Cut` for the channels that stay, or `None` if nothing changes."""
         return None
 
+    # --- slices (structured pruning: which weights belong to a channel) ----------------
+    # Each returns `[(weight name, axis, index)]`, `index` an int array of shape (n, k):
+    # row i lists the k indices along `axis` that belong to the i-th channel asked for.
+    # A rule without them keeps the channels it touches out of `prune_channels`' groups.
+
+    input_slices = None  # (layer, rows (n, k)) -> slices reading those input rows
+    output_slices = None  # (layer, units (n,)) -> slices writing those output units
+    channel_slices = None  # (layer, channels (n,)) -> a per-channel layer's slices
+
     def macs(self, layer, call, weights):
         """Multiply-accumulates per sample of one call, with `weights` (name -> array).
 

@@ -166,6 +166,11 @@ class BatchNormalizationRule(LayerRule):
         graph.state[call.outputs[0]] = (kind, value)
         return None
 
+    def channel_slices(self, layer, channels):
+        """`[(weight, axis, index)]`: its scale and offset of channels `channels` (n,)."""
+        names = (["gamma"] if layer.scale else []) + (["beta"] if layer.center else [])
+        return [(name, 0, channels[:, None]) for name in names]
+
     def cut(self, plan, layer):
         kept = plan.kept(plan.calls(layer)[0].inputs[0])
         old = plan.weights(layer)

@@ -113,6 +113,17 @@ class DenseLike(LayerRule):
         """New kernel weights for the input `rows` and output `cols` kept."""
         return {self.kernel: _slice(old[self.kernel], rows, cols)}
 
+    def input_slices(self, layer, rows):
+        """`[(weight, axis, index)]`: the slices that read input rows `rows` (n, k)."""
+        return [(self.kernel, -2, rows)]
+
+    def output_slices(self, layer, units):
+        """`[(weight, axis, index)]`: the slices that write output units `units` (n,)."""
+        out = [(self.kernel, -1, units[:, None])]
+        if self.bias is not None and getattr(layer, "use_bias", True):
+            out.append((self.bias, 0, units[:, None]))
+        return out
+
     def cut(self, plan, layer):
         reading = plan.reading(layer)
         rows, cols, removed = reading.rows, reading.cols, reading.removed
@@ -211,6 +222,15 @@ class SeparableConvLike(ConvLike):
             total += dw_sum[:, m : m + 1] * rows
         return nonzero, total, not pads(call.op, call.input_shapes[0])
 
+    def input_slices(self, layer, rows):
+        mult = layer.depth_multiplier
+        pw_rows = (rows[:, :, None] * mult + np.arange(mult)).reshape(len(rows), -1)
+        return [("depthwise_kernel", -2, rows), ("pointwise_kernel", -2, pw_rows)]
+
+    def output_slices(self, layer, units):
+        out = [("pointwise_kernel", -1, units[:, None])]
+        return out + ([("bias", 0, units[:, None])] if layer.use_bias else [])
+
     def cut_kernels(self, old, rows, cols, layer):
         mult = layer.depth_multiplier
         pw_rows = (rows[:, None] * mult + np.arange(mult)[None, :]).reshape(-1)
@@ -244,6 +264,13 @@ class ConvTransposeLike(ConvLike):
 
     def cut_kernels(self, old, rows, cols, layer):
         return {self.kernel: _slice(old[self.kernel], rows, cols, row_axis=-1, col_axis=-2)}
+
+    def input_slices(self, layer, rows):
+        return [(self.kernel, -1, rows)]
+
+    def output_slices(self, layer, units):
+        out = [(self.kernel, -2, units[:, None])]
+        return out + ([(self.bias, 0, units[:, None])] if layer.use_bias else [])
 
     def macs(self, layer, call, weights):
         positions = _positions(call.input_shapes[0])
@@ -293,6 +320,10 @@ class EinsumDenseRule(DenseLike):
 
     def stored_weights(self, config):
         return ["kernel"] + (["bias"] if config.get("bias_axes") else [])
+
+    def output_slices(self, layer, units):
+        out = [("kernel", -1, units[:, None])]
+        return out + ([("bias", 0, units[:, None])] if layer.bias_axes else [])
 
     def _expected(self, layer):
         return ["kernel"] + (["bias"] if layer.bias_axes else [])
@@ -364,6 +395,11 @@ class DepthwiseLike(LayerRule):
         graph.state[call.outputs[0]] = graph.activated(layer.activation, is_var, z)
         return None
 
+    def channel_slices(self, layer, channels):
+        """`[(weight, axis, index)]`: the slices of channels `channels` (n,)."""
+        out = [("kernel", -2, channels[:, None])]
+        return out + ([("bias", 0, channels[:, None])] if layer.use_bias else [])
+
     def cut(self, plan, layer):
         kept = plan.kept(plan.calls(layer)[0].inputs[0])
         old = plan.weights(layer)
@@ -414,6 +450,9 @@ class EmbeddingRule(LayerRule):
             np.zeros(table.shape[1]),
         )
         return None
+
+    def output_slices(self, layer, units):
+        return [("embeddings", -1, units[:, None])]
 
     def cut(self, plan, layer):
         cols = plan.kept(plan.calls(layer)[0].outputs[0])

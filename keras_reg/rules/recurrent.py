@@ -106,6 +106,16 @@ class RecurrentRule(LayerRule):
         graph.state[out] = (np.where(alive, VAR, ZERO).astype(np.int8), np.zeros(units))
         return None
 
+    def input_slices(self, layer, rows):
+        return [("kernel", 0, rows)]
+
+    def output_slices(self, layer, units):
+        n = layer.cell.units
+        cols = (np.arange(self.gates) * n)[None, :] + units[:, None]
+        out = [("kernel", -1, cols), ("recurrent_kernel", -1, cols)]
+        out.append(("recurrent_kernel", 0, units[:, None]))
+        return out + ([("bias", -1, cols)] if layer.cell.use_bias else [])
+
     def cut(self, plan, layer):
         reading = plan.reading(layer)
         rows, cols = reading.rows, reading.cols
