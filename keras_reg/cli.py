@@ -6,13 +6,19 @@ archive (see `keras_reg._archive.reader` for how it names them): it never rebuil
 the model, so custom layers need not be importable and no code from the file
 runs, and it never writes to the file.
 
-`keras-reg shrink IN.keras OUT.keras [--force]` loads a model (safe mode on),
-removes the units and filters that do nothing (`keras_reg.shrink`) and saves
-the smaller model to OUT. It never writes to IN and refuses an existing OUT
-unless `--force` is given.
+`keras-reg shrink IN.keras OUT.keras [--force] [--drop-inputs]` checks the
+archive's members (`keras_reg._archive.screen`: zip bombs, odd names) before
+Keras opens it, loads the model (safe mode on), removes the units and filters
+that do nothing (`keras_reg.shrink`) and saves the smaller model to OUT. It
+never writes to IN and refuses an existing OUT unless `--force` is given.
+
+`keras-reg --version` prints the version; `--help`, `--version` and `report`
+never import Keras.
 """
 
 import argparse
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -20,7 +26,9 @@ import stat
 import sys
 import tempfile
 
+from keras_reg import __version__
 from keras_reg._archive import ArchiveError, count_weights, one_line, printable
+from keras_reg._archive.screen import screen_archive
 from keras_reg._validation import check_float
 from keras_reg.report import SparsityReport, rows_from_counts  # no Keras: plain dataclasses
 
@@ -86,6 +94,7 @@ def _parser():
         description="Sparsity tools for Keras 3 models (keras_reg).",
         epilog="Run 'keras-reg report --help' or 'keras-reg shrink --help' for a command.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     report = commands.add_parser(
@@ -126,6 +135,13 @@ def _parser():
     shrink.add_argument(
         "--force", action="store_true", help="replace OUT.keras if it exists (never IN.keras)"
     )
+    shrink.add_argument(
+        "--drop-inputs",
+        action="store_true",
+        help="also remove the input features no kept unit reads (keras_reg.plan_shrink("
+        "drop_inputs=True)); the smaller model then takes fewer features: the kept ones are "
+        "printed per input",
+    )
     return parser
 
 
@@ -134,20 +150,35 @@ run), remove every unit, filter and channel that cannot change its outputs
 (keras_reg.shrink: all-zero units, unused units, constant units folded into
 the next layer's bias where that is exact), check on a random batch that the
 outputs are unchanged, and save the smaller model to OUT.keras. Prints, per
-layer, the units, parameters and multiply-accumulates before and after.
+layer, the units, parameters and multiply-accumulates before and after. When
+nothing can be removed it says so and does not write OUT.keras.
 
 IN.keras is never written to. The model's custom layers and regularizers must
 be importable (keras_reg's own are). The saved model is uncompiled, like
-keras.models.clone_model: compile it again to train it further.
+keras.models.clone_model: compile it again to train it further. OUT.keras gets
+the permissions model.save() would give it (those the umask allows).
+
+IN.keras is untrusted: before Keras opens it, its zip directory is checked
+(no data read). Refused: a corrupt or truncated zip; a member Keras does not
+write (only config.json, metadata.json, model.weights.h5 and assets/...), an
+absolute name or one with '..'; a member of over 1 MiB inflating to over 100
+times its stored size (a zip bomb); config.json over 16 MiB, metadata.json
+over 1 MiB, assets over 256 MiB in all; model.weights.h5 over half the memory
+available (loading holds the weights in memory); with assets, members
+inflating to more than the temporary folder's free space less 1 GiB.
 """
 
 _SHRINK_EPILOG = """examples:
   keras-reg shrink model.keras small.keras
   keras-reg shrink model.keras small.keras --force
+  keras-reg shrink model.keras small.keras --drop-inputs
 
-exit status: 0 on success, 2 for a missing or unreadable file, an existing
-OUT.keras without --force, or a model shrink cannot read; 1 if the shrunk
-model failed its own check (a bug: please report it).
+exit status: 0 on success (also when there is nothing to remove: then OUT.keras
+is not written); 2 for a missing, unreadable or refused IN.keras, an existing
+OUT.keras without --force, a folder of OUT.keras that is missing or cannot be
+written, OUT.keras that cannot be written (disk full), or a model shrink
+cannot read; 1 if the shrunk model failed its own check (a bug: please report
+it).
 """
 
 
@@ -214,7 +245,28 @@ def _shrink(args):
     folder = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(folder):
         return fail(f"{target}: its folder {folder} does not exist")
+    # Before Keras reads a byte: the members, their sizes and names (bombs, traversal).
+    try:
+        screen_archive(source)
+    except ArchiveError as exc:
+        return fail(str(exc))
+    # OUT is written next to itself, then renamed: it is never left half written. The
+    # temporary file is made now, before the (long) load, so that a folder that cannot be
+    # written is said at once; it is removed whatever happens.
+    try:
+        handle, partial = tempfile.mkstemp(suffix=".keras", prefix=".keras-reg-", dir=folder)
+    except OSError as exc:
+        return fail(f"{target}: cannot be written in {folder}: {exc.strerror or exc}")
+    try:
+        os.close(handle)
+        return _load_shrink_save(args, partial, fail)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
+
+def _load_shrink_save(args, partial, fail):
+    source, target = args.model, args.output
     # TensorFlow 2.21 prints its oneDNN notice whatever TF_CPP_MIN_LOG_LEVEL says. Only
     # before Keras (and its backend) is loaded: main() called in a process that has it
     # already must not hand another oneDNN setting to the processes it starts later.
@@ -230,26 +282,61 @@ def _shrink(args):
     except Exception as exc:  # any failure to load an untrusted file is the file's
         return fail(f"{source}: cannot be loaded ({type(exc).__name__}: {one_line(exc)})")
     try:
-        plan = keras_reg.plan_shrink(model)
+        plan = keras_reg.plan_shrink(model, drop_inputs=args.drop_inputs)
+        if _removes_nothing(plan):
+            print(
+                f"{printable(source)}: nothing to remove (every unit, filter and channel is "
+                f"used); {printable(target)} not written"
+            )
+            return 0
         small = keras_reg.shrink(model, plan=plan)
     except ValueError as exc:
         return fail(f"{source}: {one_line(exc)}")
     except RuntimeError as exc:
         return fail(one_line(exc), status=1)
-    # Write next to OUT, then rename: OUT is never left half written.
-    handle, partial = tempfile.mkstemp(suffix=".keras", prefix=".keras-reg-", dir=folder)
-    os.close(handle)
     try:
         small.save(partial)
+        # mkstemp made it 0600; model.save would give what the umask allows.
+        os.chmod(partial, 0o666 & ~_umask())
         os.replace(partial, target)
     except Exception as exc:
         return fail(f"{target}: cannot be written ({one_line(exc)})")
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     print(f"{printable(source)} -> {printable(target)}")
-    print(plan)
+    print(_printable_plan(plan))
+    if args.drop_inputs:
+        for name, kept in plan.inputs_kept.items():
+            print(f"input {printable(name)} keeps features {kept}")
     return 0
+
+
+def _removes_nothing(plan):
+    return plan.params_after == plan.params_before and all(
+        row.units_after == row.units_before for row in plan.rows
+    )
+
+
+def _printable_plan(plan):
+    """The plan's table with the names from the file escaped before it is laid out."""
+    shown = copy.copy(plan)
+    shown.rows = tuple(
+        dataclasses.replace(row, name=printable(row.name), kind=printable(row.kind))
+        for row in plan.rows
+    )
+    shown.kept_whole = tuple((printable(name), printable(why)) for name, why in plan.kept_whole)
+    return str(shown)
+
+
+def _umask():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # pragma: no cover - no /proc: read it by setting it back
+    os.umask(mask)
+    return mask
 
 
 # One handler per subcommand: adding a command is a parser entry and a function here.

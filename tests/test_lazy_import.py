@@ -42,6 +42,7 @@ def test_help_usage_errors_and_a_missing_file_import_no_keras(tmp_path):
         from keras_reg.cli import main
         assert main(["--help"]) == 0
         assert main(["report", "--help"]) == 0
+        assert main(["--version"]) == 0
         assert main([]) == 2
         assert main(["report", "x.keras", "--threshold", "-1"]) == 2
         assert main(["report", "missing.keras"]) == 2
@@ -51,6 +52,7 @@ def test_help_usage_errors_and_a_missing_file_import_no_keras(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "usage: keras-reg" in run.stdout and "exit status" in run.stdout
+    assert f"keras-reg {keras_reg.__version__}\n" in run.stdout
     lines = run.stderr.splitlines()
     assert len(lines) == 3, run.stderr  # one line per mistake, nothing from TensorFlow
     assert lines[2] == "keras-reg report: error: missing.keras: no such file"
@@ -162,8 +164,10 @@ def test_shrink_command_prints_no_tensorflow_log_line(tmp_path):
     """`keras-reg shrink` must import Keras; the backend's log lines still stay out."""
     import keras
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")], name="m")
-    model.save(tmp_path / "m.keras")
+    hidden = keras.layers.Dense(4, name="h")
+    model = keras.Sequential([keras.Input((3,)), hidden, keras.layers.Dense(2, name="d")], name="m")
+    hidden.kernel.assign(keras.ops.concatenate([keras.ops.zeros((3, 1)), hidden.kernel[:, 1:]], 1))
+    model.save(tmp_path / "m.keras")  # unit 0 of h outputs 0: something to remove
     run = run_python(
         """
         from keras_reg.cli import main
