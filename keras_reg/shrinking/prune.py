@@ -373,13 +373,15 @@ def plan_channels(
             blocks.append((float(np.mean(scores[r][chunk])), r, chunk))
     work = keras.models.clone_model(model)
     work.set_weights(model.get_weights())
+    # Only the layers of a group change: their weights, by name (a rule's names are unique).
+    member_layers = {id(m.layer): m.layer for ms in members_of.values() for m in ms}
+    work_of = dict(zip((id(x) for x in _all_layers(model)), _all_layers(work), strict=True))
     original = {
-        id(layer): {
+        key: {
             rules.weight_name(w): np.asarray(keras.ops.convert_to_numpy(w)) for w in layer.weights
         }
-        for layer in _all_layers(model)
+        for key, layer in member_layers.items()
     }
-    work_layers = dict(zip(original, _all_layers(work), strict=True))
 
     blocks.sort(key=lambda b: b[0])
     per_group = {r: [b for b in blocks if b[1] == r] for r in roots}
@@ -401,9 +403,9 @@ def plan_channels(
         chosen = chosen_for(k)
         _apply(weights, members_of, chosen)
         for key, arrays in weights.items():
-            layer = work_layers[key]
-            for w in layer.weights:
-                w.assign(arrays[rules.weight_name(w)])
+            pairs = zip(member_layers[key].weights, work_of[key].weights, strict=True)
+            for old, new in pairs:
+                new.assign(arrays[rules.weight_name(old)])
         return plan_shrink(work), chosen
 
     high = len(blocks) if global_pruning else 1000
