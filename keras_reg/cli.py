@@ -23,6 +23,8 @@ import tempfile
 from keras_reg._archive import ArchiveError, count_weights, one_line, printable
 from keras_reg._validation import check_float
 
+__all__ = ["main"]
+
 PROG = "keras-reg"
 
 _REPORT_HELP = """\
