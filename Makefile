@@ -1,13 +1,13 @@
 # The front door. Every target creates or reuses its virtualenv and installs from setup.cfg.
-#   make test   the suite on TensorFlow (.venv) and the backend-sensitive tests on JAX
-#               (.venv-jax) and PyTorch (.venv-torch), the three side by side (the three
-#               virtualenvs are created side by side too); each suite's output is printed
+#   make test   the suite on TensorFlow (.venv), JAX (.venv-jax) and PyTorch (.venv-torch), the
+#               three side by side (the three virtualenvs are created side by side too); tests
+#               marked tensorflow_only skip on the other two. Each suite's output is printed
 #               whole when it ends. `make test-tf` (or -jax, -torch) runs one of them.
 #               Then the docstring examples on all three backends and the documentation
 #               site (`make doctest`, `make docs`).
 #   make demo   the main example on bundled data (.venv)
 #   make docs   the documentation site, strict: a broken link or reference fails (.venv-docs)
-#   make test-keras-min  the backend-sensitive tests on JAX against the lowest Keras that
+#   make test-keras-min  the suite on JAX against the lowest Keras that
 #               setup.cfg allows (.venv-keras-min); not part of make test (21 min on a
 #               loaded 2-core machine)
 PYTHON ?= python3
@@ -23,13 +23,6 @@ KERAS_MIN_VENV ?= .venv-keras-min
 # A CPU wheel of this version is on the project's machines; newer ones are CUDA builds (GBs).
 TORCH_VERSION ?= 2.13.0
 PIP_QUIET ?= --quiet
-
-# Tests whose code paths differ by backend: penalties in layers and under mixed precision,
-# autodiff in Proximal, variables read in compiled steps, the callbacks, the round trips.
-BACKEND_TESTS ?= tests/test_prox.py tests/test_optimizers.py tests/test_strength.py \
-	tests/test_attach.py tests/test_callbacks.py tests/test_report.py tests/test_saving.py \
-	tests/test_distribute.py tests/test_pruning.py tests/test_shrink.py \
-	tests/test_regularizers.py tests/test_gradients.py tests/test_keras_private.py
 
 # pytest-xdist workers for the TensorFlow suite (whole test files per worker, so that
 # module-scoped fixtures are built once). TEST_WORKERS=0 runs it in one process.
@@ -85,13 +78,13 @@ test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST)
 
 test-jax: $(JAX_VENV)/.keras_reg-installed
-	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider
 
 test-torch: $(TORCH_VENV)/.keras_reg-installed
-	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
+	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider
 
 test-keras-min: $(KERAS_MIN_VENV)/.keras_reg-installed
-	KERAS_BACKEND=jax $(KERAS_MIN_VENV)/bin/python -m pytest -p no:cacheprovider $(BACKEND_TESTS)
+	KERAS_BACKEND=jax $(KERAS_MIN_VENV)/bin/python -m pytest -p no:cacheprovider
 
 # TensorFlow 2.21 prints a oneDNN notice on import that TF_CPP_MIN_LOG_LEVEL does not hide.
 demo: $(STAMP)

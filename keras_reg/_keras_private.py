@@ -170,6 +170,12 @@ def run_through_graph(graph, inputs, operation_fn):
 OPS_MODULES = ("keras.src.ops.numpy", "keras.src.ops.nn")
 
 
+def is_keras_layer_class(cls):
+    """Whether `cls` is a layer class of Keras' own (exported or not: GroupedQueryAttention,
+    the applications' LayerScale), judged by the module that defines it."""
+    return issubclass(cls, keras.layers.Layer) and cls.__module__.startswith("keras.src.")
+
+
 def keras_op_name(op):
     """The class name of a `keras.ops` graph operation (e.g. `"Add"`), or None for others."""
     if isinstance(op, keras.layers.Layer) or type(op).__module__ not in OPS_MODULES:

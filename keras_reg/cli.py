@@ -32,6 +32,8 @@ from keras_reg._archive.screen import screen_archive
 from keras_reg._validation import check_float
 from keras_reg.report import SparsityReport, rows_from_counts  # no Keras: plain dataclasses
 
+__all__ = ["main"]
+
 PROG = "keras-reg"
 
 _REPORT_HELP = """\

@@ -52,8 +52,12 @@ class _ScaleState(keras.metrics.Metric):
         return {}
 
 
-def _bind_scales_in_jax_train_step(train_step, model, scales):
-    """`train_step` reading each scale from the step's metric state, not as a constant.
+def _bind_scales_in_jax_step(step, model, scales, metrics_at):
+    """`step` reading each scale from the step's metric state (`state[metrics_at]`).
+
+    The train step (its state's metric variables at 3) and the test step that
+    `fit` runs on `validation_data` (at 2) both compute the penalties: as metric
+    state, the scales are purged from their variables while JAX's loops run.
 
     Keras maps the metric state onto its variables only while it computes the
     loss; the penalties (computed in the forward pass) and `Proximal` (in the
@@ -62,13 +66,13 @@ def _bind_scales_in_jax_train_step(train_step, model, scales):
     """
 
     def bound(state, data):
-        metrics_values = state[3]
+        metrics_values = state[metrics_at]
         position = {id(v): i for i, v in enumerate(model.metrics_variables)}
         saved = [_private.variable_value(v) for v in scales]
         try:
             for v in scales:
                 _private.set_variable_value(v, metrics_values[position[id(v)]])
-            return train_step(state, data)
+            return step(state, data)
         finally:
             for v, value in zip(scales, saved, strict=True):
                 _private.set_variable_value(v, value)
@@ -131,6 +135,7 @@ class StrengthScheduler(keras.callbacks.Callback):
         self.verbose = _check_verbose(verbose)
         self._targets = []
         self._original_train_step = None
+        self._original_test_step = None
         self._state = None
 
     def on_train_begin(self, logs=None):
@@ -180,14 +185,17 @@ class StrengthScheduler(keras.callbacks.Callback):
         self._state = _ScaleState(scales)
         _private.model_metrics(model).append(self._state)
         self._original_train_step = model.train_step
-        model.train_step = _bind_scales_in_jax_train_step(model.train_step, model, scales)
+        self._original_test_step = model.test_step
+        model.train_step = _bind_scales_in_jax_step(model.train_step, model, scales, 3)
+        model.test_step = _bind_scales_in_jax_step(model.test_step, model, scales, 2)
         retrace(model)
 
     def on_train_end(self, logs=None):
         if self._original_train_step is not None:
             model = self.model
             model.train_step = self._original_train_step
-            self._original_train_step = None
+            model.test_step = self._original_test_step
+            self._original_train_step = self._original_test_step = None
             metrics = _private.model_metrics(model)
             metrics[:] = [m for m in metrics if m is not self._state]
             self._state = None

@@ -7,6 +7,20 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test runs on every backend, except those marked `tensorflow_only(reason=...)`."""
+    backend = keras.backend.backend()
+    for item in items:
+        marker = item.get_closest_marker("tensorflow_only")
+        if marker is None:
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else None)
+        if not reason:
+            raise pytest.UsageError(f"{item.nodeid}: tensorflow_only needs a reason=")
+        if backend != "tensorflow":
+            item.add_marker(pytest.mark.skip(reason=f"TensorFlow only: {reason}"))
+
+
 @pytest.fixture(autouse=True)
 def _seeded_fresh_keras():
     """Each test starts from the same seed, float32 policy and empty graph."""

@@ -236,8 +236,10 @@ def test_bad_arguments_name_the_argument(kwargs, message):
         keras_reg.SparsityLogger(**kwargs)
 
 
+@pytest.mark.tensorflow_only(reason="reads the TensorBoard event file with tf.data")
 def test_log_dir_writes_tensorboard_scalars(tmp_path):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     model = make_model()
     logger = keras_reg.SparsityLogger(log_dir=tmp_path / "tb")
     recorder = Recorder()
@@ -324,8 +326,8 @@ def check_result(result, backend):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only(reason="tf.distribute")
 def test_tf_distribute_mirrored_strategy(tmp_path):
-    pytest.importorskip("tensorflow")
     check_result(run_script("mirrored", "tensorflow"), "tensorflow")
 
 

@@ -19,7 +19,7 @@ from helpers import result_of, run_python
 
 SCRIPTS = Path(__file__).parent / "scripts"
 BACKEND = keras.backend.backend()
-tensorflow_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
+tensorflow_only = pytest.mark.tensorflow_only(reason="tf.distribute")
 
 
 def run_script(name, *args, backend="tensorflow", timeout=600):

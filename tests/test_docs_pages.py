@@ -1,8 +1,8 @@
 """The docs pages whose code is complete run as written and print what the page shows.
 
 Like tests/test_readme.py: a page's ```python blocks, joined, run in a fresh process in an empty
-folder; on TensorFlow (the backend the numbers were printed on) the output must equal the page's
-```text blocks. The other pages show fragments (`model` defined elsewhere) or command output
+folder; the output must equal the page's ```text blocks (printed on TensorFlow, the only backend
+these tests run on). The other pages show fragments (`model` defined elsewhere) or command output
 (`python examples/...`, whose examples are tested in their quick mode).
 """
 
@@ -12,13 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import pytest
 
 DOCS = Path(__file__).parent.parent / "docs"
 RUNNABLE = ["logging.md", "existing-models.md"]
 
-pytestmark = pytest.mark.slow
+# The pages' text and printed numbers are TensorFlow's; each run is a fresh, slow process.
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only(reason="docs text; slow")]
 
 
 def blocks(text, kind):
@@ -41,5 +41,4 @@ def test_page_runs_and_prints_what_it_shows(page, tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    if keras.backend.backend() == "tensorflow":
-        assert done.stdout == "".join(blocks(text, "text"))
+    assert done.stdout == "".join(blocks(text, "text"))

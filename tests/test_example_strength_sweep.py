@@ -4,6 +4,10 @@ import pytest
 
 from helpers import load_example
 
+# Example output, slow; what it trains (penalties, Proximal, SparsityLogger) is tested on every
+# backend in the unit tests.
+pytestmark = pytest.mark.tensorflow_only(reason="example output; slow")
+
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):

@@ -8,6 +8,9 @@ import pytest
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
+# Example output, slow; pruning and shrink are tested on every backend in the unit tests.
+pytestmark = pytest.mark.tensorflow_only(reason="example output; slow")
+
 
 @pytest.fixture(scope="module")
 def result():

@@ -103,6 +103,8 @@ def test_import_keras_reg_alone_imports_no_keras(tmp_path):
     assert run.returncode == 0, run.stderr
 
 
+# The hook is on `import keras`, the same on every backend; two fresh processes that load one.
+@pytest.mark.tensorflow_only(reason="backend-independent import hook; slow")
 @pytest.mark.parametrize("keras_first", [True, False])
 def test_classes_are_registered_whichever_is_imported_first(tmp_path, keras_first):
     """ "Import keras_reg before loading" stays true: a saved model with them loads."""
@@ -160,6 +162,7 @@ def test_without_tensorflow_and_no_backend_set_the_error_says_what_to_do(tmp_pat
     )
 
 
+@pytest.mark.tensorflow_only(reason="TensorFlow's log lines")
 def test_shrink_command_prints_no_tensorflow_log_line(tmp_path):
     """`keras-reg shrink` must import Keras; the backend's log lines still stay out."""
     import keras

@@ -272,9 +272,11 @@ def test_gradient_accumulation_proximal_step_on_update_steps_only():
     np.testing.assert_allclose(model.layers[0].kernel.numpy(), expected, atol=1e-6)
 
 
+@pytest.mark.tensorflow_only(reason="a custom loop with tf.GradientTape")
 def test_custom_loop_without_build_order_still_ista():
     """The loss is computed before the optimizer is built: the step is still exact."""
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     x = RNG.normal(size=(32, 5)).astype("float32")
     y = RNG.normal(size=(32, 1)).astype("float32")
     reg = keras_reg.ElasticNet(0.3, 0.6)

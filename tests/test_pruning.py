@@ -431,7 +431,7 @@ def test_strip_and_save_mid_schedule_round_trip_in_a_fresh_process(fitted, tmp_p
         np.testing.assert_array_equal(out[f"arr_{i}"] == 0, w == 0)
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute")
+@pytest.mark.tensorflow_only(reason="tf.distribute")
 @pytest.mark.slow
 def test_mirrored_strategy_prunes_once_per_step_on_the_all_reduced_weights():
     script = os.path.join(os.path.dirname(__file__), "scripts", "mirrored_pruning.py")

@@ -3,7 +3,7 @@
 Nothing is injected: the blocks are joined into one script and run by a new interpreter in an
 empty folder, as a reader pasting them would. Its output must be the README's ```text blocks, and
 each ```console command must print what the README shows under it. The numbers are those of
-TensorFlow on CPU; other backends draw other initial weights, so there only the run is checked.
+TensorFlow on CPU (other backends draw other initial weights), the only backend these tests run on.
 """
 
 import os
@@ -12,12 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import keras
 import pytest
 
 README = Path(__file__).parent.parent / "README.md"
 
-pytestmark = pytest.mark.slow
+# The README's numbers are TensorFlow's; each run is a fresh, slow process.
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow_only(reason="README text; slow")]
 
 
 def blocks(kind):
@@ -55,8 +55,6 @@ def test_the_python_blocks_run_in_order_in_a_fresh_process(readme_run):
 
 def test_the_printed_output_is_what_the_readme_shows(readme_run):
     _, done = readme_run
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("the README's numbers are TensorFlow's")
     assert done.stdout == "".join(blocks("text"))
 
 
@@ -69,8 +67,7 @@ def test_the_console_commands_print_what_the_readme_shows(readme_run):
         result = run(command[2:], folder, shell=True, quiet_tf=False)
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""  # not one line from TensorFlow either
-        if keras.backend.backend() == "tensorflow":
-            assert result.stdout.splitlines() == expected
+        assert result.stdout.splitlines() == expected
 
 
 def test_blocks_not_meant_to_run_are_not_marked_python():

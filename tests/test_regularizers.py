@@ -121,7 +121,7 @@ def test_mixed_precision_penalties_are_float32_and_fit_runs(policy, reg):
 
 
 @pytest.mark.keras_behaviour
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="measured on TensorFlow")
+@pytest.mark.tensorflow_only(reason="measured on TensorFlow")
 def test_keras_own_activity_regularizer_still_crashes_under_mixed_float16():
     """Why our penalties return float32 under mixed precision (a fact about Keras).
 

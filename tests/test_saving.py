@@ -182,8 +182,10 @@ def test_load_without_import(tmp_path):
     assert "'registered_name': 'keras_reg>ElasticNet'" in run.stderr
 
 
+@pytest.mark.tensorflow_only(reason="SavedModel export")
 def test_savedmodel_export_serves_same_predictions(tmp_path):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     model = make_model(keras_reg.L1(0.03))
     model.export(str(tmp_path / "exported"), format="tf_saved_model", verbose=False)
     served = tf.saved_model.load(str(tmp_path / "exported"))

@@ -451,8 +451,7 @@ def randomize(model, seed=0):
         target.assign(values)
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
+@pytest.mark.tensorflow_only(
     reason="the plan is NumPy on every backend; a whole application run op by op takes minutes "
     "on JAX's CPU dispatch (the hand-built models above cover every backend)",
 )

@@ -51,6 +51,20 @@ def test_reported_loss_is_scale_times_penalty_each_epoch(reg):
         assert len(traces) == 1  # one trace for the whole fit: the scale is state
 
 
+def test_validation_loss_is_scale_times_penalty_each_epoch():
+    """`fit(validation_data=...)` computes the penalty in the test step too (JAX: its state)."""
+    reg = keras_reg.L1(0.5)
+    model = frozen_model(reg)
+    penalty = numpy_penalty(reg, to_numpy(model.layers[0].kernel))
+    scheduler = keras_reg.StrengthScheduler(lambda epoch, scale: SCALES[epoch])
+    history = model.fit(
+        X, Y, validation_data=(X, Y), epochs=len(SCALES), callbacks=[scheduler], verbose=0
+    )
+    np.testing.assert_allclose(history.history["val_loss"], np.array(SCALES) * penalty, rtol=1e-5)
+    # After fit, evaluate reads the last scale.
+    np.testing.assert_allclose(model.evaluate(X, Y, verbose=0), SCALES[-1] * penalty, rtol=1e-5)
+
+
 def test_scheduled_proximal_step_uses_the_scale():
     reg = keras_reg.L1(0.5)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, kernel_regularizer=reg)])

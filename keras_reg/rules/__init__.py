@@ -39,7 +39,7 @@ from keras_reg.rules.channelwise import (
     PoolingRule,
     RescalingRule,
     ReshapeRule,
-    layer_norm_weights,
+    _layer_norm_weights,
 )
 from keras_reg.rules.joins import ELEMENTWISE_OPS, JOINS, ConcatenateRule, ElementwiseOpRule
 from keras_reg.rules.kernels import (
@@ -65,6 +65,7 @@ __all__ = [
     "register_layer_rule",
     "rule_for",
     "rule_for_config",
+    "weight_name",
 ]
 
 PREPROCESSING = "a preprocessing layer (no channels to remove)"
@@ -108,7 +109,7 @@ BUILTIN = {
     "LayerNormalization": KeptWhole(
         "its statistics over the channels change with their number",
         kernels=(),
-        stored=layer_norm_weights,
+        stored=_layer_norm_weights,
     ),
     "RMSNormalization": KeptWhole(
         "its statistics over the channels change with their number", kernels=()
@@ -270,9 +271,9 @@ def _keras_name(cls):
     import keras
 
     name = cls.__name__
-    own = getattr(keras.layers, name, None) is cls or (
-        cls.__module__.startswith("keras.src.") and issubclass(cls, keras.layers.Layer)
-    )
+    from keras_reg import _keras_private
+
+    own = getattr(keras.layers, name, None) is cls or _keras_private.is_keras_layer_class(cls)
     return name if own else None
 
 
@@ -307,8 +308,3 @@ def rule_for_config(entry):
     if entry.get("registered_name") is not None or not str(module).startswith("keras"):
         return None
     return BUILTIN.get(entry.get("class_name"))
-
-
-def user_rules():
-    """The rules registered with `register_layer_rule`, by class."""
-    return dict(_USER)

@@ -21,7 +21,7 @@ class on first use, so this package imports without Keras.
 
 import dataclasses
 
-__all__ = ["Cut", "LayerRule"]
+__all__ = ["Cut", "LayerRule", "weight_name"]
 
 # Weights that are kernels by Keras' naming convention, for layers without a rule.
 CONVENTIONAL_KERNELS = (

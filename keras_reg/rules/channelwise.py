@@ -54,7 +54,7 @@ class KeptWhole(LayerRule):
         return self.reason
 
 
-def layer_norm_weights(config):
+def _layer_norm_weights(config):
     """LayerNormalization's stored weights (rms_scaling keeps gamma only)."""
     if config.get("rms_scaling", False):
         return ["gamma"]

@@ -32,6 +32,18 @@ import numpy as np
 from keras_reg import rules
 from keras_reg.shrinking import graph as _graph
 
+__all__ = [
+    "CONST",
+    "VAR",
+    "ZERO",
+    "ChannelGraph",
+    "Groups",
+    "Reader",
+    "activation_name",
+    "elementwise",
+    "pads",
+]
+
 ZERO, CONST, VAR = 0, 1, 2
 
 # Activations applied element by element (so act(constant) is a constant).

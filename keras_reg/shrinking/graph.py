@@ -18,6 +18,8 @@ import keras
 
 from keras_reg import _keras_private as private
 
+__all__ = ["Call", "TensorIds", "graph_of", "is_model", "run", "walk"]
+
 
 def graph_of(model):
     """The functional graph that runs `model`, or raises a `ValueError` naming it."""

@@ -10,7 +10,7 @@ from keras_reg.shrinking import channels as _channels
 from keras_reg.shrinking import graph as _graph
 from keras_reg.shrinking.channels import CONST, VAR
 
-__all__ = ["LayerChange", "ShrinkPlan", "plan_shrink"]
+__all__ = ["LayerChange", "Planner", "Reading", "ShrinkPlan", "plan_shrink"]
 
 
 @dataclasses.dataclass(frozen=True)
