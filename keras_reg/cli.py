@@ -94,7 +94,7 @@ def _parser():
     parser = _Parser(
         prog=PROG,
         description="Sparsity tools for Keras 3 models (keras_reg).",
-        epilog="Run 'keras-reg report --help' or 'keras-reg shrink --help' for a command.",
+        epilog="Run 'keras-reg COMMAND --help' (report, shrink, prune) for a command.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -144,7 +144,92 @@ def _parser():
         "drop_inputs=True)); the smaller model then takes fewer features: the kept ones are "
         "printed per input",
     )
+    prune = commands.add_parser(
+        "prune",
+        help="save a copy of a .keras model with coupled channels pruned to a speed-up",
+        description=_PRUNE_HELP,
+        epilog=_PRUNE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prune.add_argument("model", metavar="IN.keras", help="a model saved with model.save()")
+    prune.add_argument("output", metavar="OUT.keras", help="where to save the pruned model")
+    prune.add_argument(
+        "--speed-up",
+        type=_speed_up,
+        required=True,
+        metavar="S",
+        help="MACs before / MACs after, a number >= 1 (2: half the MACs)",
+    )
+    prune.add_argument(
+        "--importance",
+        choices=("magnitude", "l1", "bn_scale"),
+        default="magnitude",
+        help="how channels are ranked (default: magnitude, the L2 norm of each coupled "
+        "group's weights); 'taylor' needs data: use keras_reg.prune_channels in Python",
+    )
+    prune.add_argument(
+        "--uniform",
+        action="store_true",
+        help="prune the same fraction of every group instead of ranking them globally",
+    )
+    prune.add_argument(
+        "--round-to", type=_positive_int, metavar="N", help="keep channel counts multiples of N"
+    )
+    prune.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="LAYER",
+        help="a layer whose output channels are never pruned (repeat for several)",
+    )
+    prune.add_argument(
+        "--force", action="store_true", help="replace OUT.keras if it exists (never IN.keras)"
+    )
     return parser
+
+
+def _speed_up(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number >= 1, e.g. 2 for half the MACs; received {text!r}"
+        )
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; received {text!r}")
+    return value
+
+
+_PRUNE_HELP = """Load a model saved with model.save() (safe mode on: no code from the file is
+run), prune coupled channel groups to the speed-up asked for
+(keras_reg.prune_channels: every layer that writes or reads a channel loses
+it together, residual streams included; channels ranked globally by
+importance), remove them (keras_reg.shrink, checked on a random batch), and
+save the smaller model to OUT.keras. Prints the per-layer table and the
+speed-up reached: MACs at most 1/S of the original's. Fine-tune the result.
+
+The same rules as 'keras-reg shrink' hold: IN.keras is never written to and
+is checked before Keras opens it; OUT.keras is replaced only with --force.
+"""
+
+_PRUNE_EPILOG = """examples:
+  keras-reg prune model.keras small.keras --speed-up 2
+  keras-reg prune model.keras small.keras --speed-up 4 --round-to 8 --ignore stem_conv
+
+exit status: 0 on success; 2 for the mistakes 'keras-reg shrink' refuses, and
+for a speed-up that pruning every prunable channel cannot reach (the message
+says how close it gets); 1 if the pruned model failed its own check (a bug).
+"""
 
 
 _SHRINK_HELP = """Load a model saved with model.save() (safe mode on: no code from the file is
@@ -223,8 +308,10 @@ def _build_report(counted, threshold, name):
 
 
 def _shrink(args):
+    """`keras-reg shrink` and `keras-reg prune`: load IN, transform, check, save OUT."""
+
     def fail(message, status=2):
-        print(f"{PROG} shrink: error: {printable(message)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {printable(message)}", file=sys.stderr)
         return status
 
     source, target = args.model, args.output
@@ -239,7 +326,9 @@ def _shrink(args):
         return fail(f"{source}: not a regular file, so not read")
     if os.path.lexists(target):
         if os.path.exists(target) and os.path.samefile(source, target):
-            return fail(f"{target}: is IN.keras itself; shrink never writes to the file it reads")
+            return fail(
+                f"{target}: is IN.keras itself; {args.command} never writes to the file it reads"
+            )
         if not args.force:
             return fail(f"{target}: already exists; pass --force to replace it")
         if not os.path.isfile(target):
@@ -283,6 +372,8 @@ def _load_shrink_save(args, partial, fail):
         model = keras.saving.load_model(source, compile=False, safe_mode=True)
     except Exception as exc:  # any failure to load an untrusted file is the file's
         return fail(f"{source}: cannot be loaded ({type(exc).__name__}: {one_line(exc)})")
+    if args.command == "prune":
+        return _prune_save(args, model, partial, fail)
     try:
         plan = keras_reg.plan_shrink(model, drop_inputs=args.drop_inputs)
         if _removes_nothing(plan):
@@ -296,6 +387,18 @@ def _load_shrink_save(args, partial, fail):
         return fail(f"{source}: {one_line(exc)}")
     except RuntimeError as exc:
         return fail(one_line(exc), status=1)
+    status = _save(small, partial, target, fail)
+    if status:
+        return status
+    print(f"{printable(source)} -> {printable(target)}")
+    print(_printable_plan(plan))
+    if args.drop_inputs:
+        for name, kept in plan.inputs_kept.items():
+            print(f"input {printable(name)} keeps features {kept}")
+    return 0
+
+
+def _save(small, partial, target, fail):
     try:
         small.save(partial)
         # mkstemp made it 0600; model.save would give what the umask allows.
@@ -303,11 +406,36 @@ def _load_shrink_save(args, partial, fail):
         os.replace(partial, target)
     except Exception as exc:
         return fail(f"{target}: cannot be written ({one_line(exc)})")
-    print(f"{printable(source)} -> {printable(target)}")
-    print(_printable_plan(plan))
-    if args.drop_inputs:
-        for name, kept in plan.inputs_kept.items():
-            print(f"input {printable(name)} keeps features {kept}")
+    return 0
+
+
+def _prune_save(args, model, partial, fail):
+    import keras_reg
+
+    try:
+        plan = keras_reg.plan_channels(
+            model,
+            args.speed_up,
+            importance=args.importance,
+            global_pruning=not args.uniform,
+            round_to=args.round_to,
+            ignored_layers=args.ignore or None,
+        )
+        small = keras_reg.shrink(plan._model, plan=plan.shrink_plan)
+    except ValueError as exc:
+        return fail(f"{args.model}: {one_line(exc)}")
+    except RuntimeError as exc:
+        return fail(one_line(exc), status=1)
+    status = _save(small, partial, args.output, fail)
+    if status:
+        return status
+    print(f"{printable(args.model)} -> {printable(args.output)}")
+    print(_printable_plan(plan.shrink_plan))
+    print(
+        f"speed-up {plan.speed_up:.3f}x (asked {args.speed_up:g}x): MACs "
+        f"{plan.macs_before:,} -> {plan.macs_after:,}, params {plan.params_before:,} -> "
+        f"{plan.params_after:,}"
+    )
     return 0
 
 
@@ -325,6 +453,7 @@ def _printable_plan(plan):
         for row in plan.rows
     )
     shown.kept_whole = tuple((printable(name), printable(why)) for name, why in plan.kept_whole)
+    shown.dead = tuple(printable(name) for name in plan.dead)
     return str(shown)
 
 
@@ -342,4 +471,4 @@ def _umask():
 
 
 # One handler per subcommand: adding a command is a parser entry and a function here.
-_COMMANDS = {"report": _report, "shrink": _shrink}
+_COMMANDS = {"report": _report, "shrink": _shrink, "prune": _shrink}

@@ -197,3 +197,42 @@ def test_the_pruned_model_round_trips_through_keras_in_a_fresh_process(tmp_path)
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "ok"
+
+
+def test_cli_prune_writes_a_model_with_the_speed_up_and_never_touches_in(tmp_path, capsys):
+    from keras_reg.cli import main
+
+    source, target = tmp_path / "in.keras", tmp_path / "out.keras"
+    model = residual_cnn()
+    model.save(source)
+    before = source.read_bytes()
+    assert main(["prune", str(source), str(target), "--speed-up", "2", "--round-to", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up 2." in out and "(asked 2x)" in out
+    assert source.read_bytes() == before
+    small = keras.saving.load_model(target)
+    assert numpy_macs(small) <= numpy_macs(model) / 2
+    assert small.get_layer("stem").filters % 4 == 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--speed-up", "0.5"], "argument --speed-up: must be a finite number >= 1"),
+        (["--speed-up", "nan"], "argument --speed-up: must be a finite number >= 1"),
+        ([], "the following arguments are required: --speed-up"),
+        (["--speed-up", "1000"], "cannot reach speed_up=1000"),
+        (["--speed-up", "2", "--ignore", "typo"], "'ignored_layers' argument"),
+        (["--speed-up", "2", "--importance", "taylor"], "invalid choice: 'taylor'"),
+    ],
+    ids=["below-1", "nan", "missing", "unreachable", "typo", "taylor"],
+)
+def test_cli_prune_mistakes_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    from keras_reg.cli import main
+
+    source = tmp_path / "in.keras"
+    residual_cnn().save(source)
+    assert main(["prune", str(source), str(tmp_path / "out.keras"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out.keras").exists()
