@@ -33,6 +33,7 @@ SECTIONS = (
     "memory",
     "report",
     "shrink",
+    "channels",
 )
 
 
@@ -198,7 +199,7 @@ def main(argv=None):
     start = time.perf_counter()
     import tensorflow as tf
 
-    from benchmarks import _harness, hooks, shrink, sparsity, train_steps
+    from benchmarks import _harness, channels, hooks, shrink, sparsity, train_steps
 
     # Every section builds many models on purpose; TF's "N out of the last N calls
     # triggered retracing" warning counts first traces of distinct models.
@@ -221,6 +222,7 @@ def main(argv=None):
         "memory": sparsity.memory,
         "backends": train_steps.backends,
         "report": hooks.report_vs_h5py,
+        "channels": channels.speed_up_2,
         "shrink": lambda cfg, log: (
             hooks.shrink_vs_clone(cfg, log)
             + hooks.shrunk_vs_direct(cfg, log)

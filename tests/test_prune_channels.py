@@ -236,3 +236,35 @@ def test_cli_prune_mistakes_are_one_line_and_exit_2(tmp_path, capsys, extra, mes
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out.keras").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only(
+    reason="the plan is NumPy on every backend; whole applications run op by op take minutes "
+    "on JAX's and PyTorch's CPU dispatch (the residual CNN above covers every backend)"
+)
+@pytest.mark.parametrize("name", ["ResNet50V2", "MobileNetV2"])
+def test_applications_at_speed_up_2(name):
+    model = getattr(keras.applications, name)(weights=None, input_shape=(64, 64, 3), classes=10)
+    plan = keras_reg.plan_channels(model, 2.0)
+    small = keras_reg.shrink(plan._model, plan=plan.shrink_plan)
+    assert 0.40 <= numpy_macs_nested(small) / numpy_macs_nested(model) <= 0.51
+    # The residual stream is pruned too: the Add layers join fewer channels.
+    adds = [layer.name for layer in model.layers if isinstance(layer, L.Add)]
+    narrower = [
+        n for n in adds if small.get_layer(n).output.shape[-1] < model.get_layer(n).output.shape[-1]
+    ]
+    assert adds and narrower
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
+    expected = to_numpy(plan._model(x, training=False))
+    np.testing.assert_allclose(to_numpy(small(x, training=False)), expected, atol=1e-4)
+
+
+def numpy_macs_nested(model):
+    """MACs of Conv2D, DepthwiseConv2D and Dense layers from their shapes (independent count)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense)):
+            positions = math.prod(layer.output.shape[1:-1]) if len(layer.output.shape) > 2 else 1
+            total += positions * int(np.prod(layer.kernel.shape))
+    return total
