@@ -1,0 +1,85 @@
+"""examples/prune_channels_digits.py, quick: MACs targets met, plans kept, accuracy recovered.
+
+Runs on every backend: the thresholds are loose (measured on TensorFlow with wide slack), since
+each backend draws different initial weights from the same seed.
+"""
+
+import pytest
+
+from helpers import load_example
+
+# Fine-tuned global magnitude pruning at speed-up 2 against the unpruned model, accuracy
+# points. Measured on TensorFlow (quick mode, 1 fine-tuning epoch): 0.2 and 1.1 points below.
+MARGIN = 0.08
+
+
+@pytest.fixture(scope="module")
+def result():
+    return load_example("prune_channels_digits").main(quick=True)
+
+
+def runs(result):
+    for name, info in result["models"].items():
+        for run in info["runs"]:
+            yield name, info, run
+
+
+def test_every_method_ran_on_both_models(result):
+    assert set(result["models"]) == {"plain", "residual"}
+    for info in result["models"].values():
+        methods = [r["method"] for r in info["runs"]]
+        assert sorted(methods) == sorted(result["methods"]) * len(result["seeds"])
+        assert len(result["methods"]) == 5
+
+
+def test_every_pruned_model_meets_its_macs_target_without_overshooting_much(result):
+    for name, info, run in runs(result):
+        where = (name, run["method"], run["speed_up"])
+        assert run["macs_ratio"] <= 1 / run["speed_up"], where
+        assert run["macs_after"] / info["macs"] == pytest.approx(run["macs_ratio"]), where
+        if run["speed_up"] == 2:
+            assert run["macs_ratio"] > 0.3, where
+        assert run["params_ratio"] < 1, where
+
+
+def test_the_shrunk_model_is_what_the_plan_says(result):
+    for name, _, run in runs(result):
+        where = (name, run["method"])
+        assert run["matches_plan"], where  # MACs, weights and every layer's width
+        assert all(1 <= kept <= size for size, kept in run["groups"]), where
+        assert any(kept < size for size, kept in run["groups"]), where
+
+
+def test_uniform_prunes_the_same_share_of_every_group(result):
+    for name, _, run in runs(result):
+        if run["method"] != "uniform":
+            continue
+        shares = [1 - kept / size for size, kept in run["groups"]]
+        step = 1 / min(size for size, _ in run["groups"])
+        assert max(shares) - min(shares) <= step + 1e-9, (name, run["groups"])
+        assert min(shares) > 0, name
+
+
+def test_fine_tuned_global_magnitude_pruning_stays_close_to_the_unpruned_model(result):
+    for name, info in result["models"].items():
+        unpruned = info["unpruned"][0]
+        assert unpruned > 0.9, name  # the study starts from trained models
+        magnitude = next(
+            r for r in info["runs"] if r["method"] == "magnitude" and r["speed_up"] == 2
+        )
+        assert magnitude["accuracy_finetuned"] >= unpruned - MARGIN, (name, magnitude, unpruned)
+
+
+def test_fine_tuning_recovers_what_pruning_lost(result):
+    for name, info in result["models"].items():
+        pruned = [r["accuracy_pruned"] for r in info["runs"]]
+        tuned = [r["accuracy_finetuned"] for r in info["runs"]]
+        assert sum(tuned) / len(tuned) > sum(pruned) / len(pruned), name
+        assert min(tuned) > 0.8, (name, tuned)
+
+
+def test_the_summary_table_has_every_row(result):
+    rows = {(e["model"], e["speed_up"], e["method"]) for e in result["summary"]}
+    assert len(rows) == 2 * len(result["speed_ups"]) * len(result["methods"])
+    for entry in result["summary"]:
+        assert entry["macs_ratio_max"] <= 1 / entry["speed_up"]
