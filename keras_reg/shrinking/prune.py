@@ -384,15 +384,23 @@ def plan_channels(
     }
 
     blocks.sort(key=lambda b: b[0])
-    per_group = {r: [b for b in blocks if b[1] == r] for r in roots}
+    if not global_pruning:
+        # The same fraction of every group, within one block: each group's j-th weakest
+        # block comes at the fraction (j + 1) / its blocks, so any count k is spread evenly.
+        count = {r: 0 for r in roots}
+        for block in blocks:
+            count[block[1]] += 1
+        order = {r: i for i, r in enumerate(roots)}
+        position = {r: 0 for r in roots}
+        keyed = []
+        for block in blocks:
+            r = block[1]
+            position[r] += 1
+            keyed.append((position[r] / count[r], order[r], block))
+        blocks = [block for *_, block in sorted(keyed, key=lambda item: item[:2])]
 
     def chosen_for(k):
-        if global_pruning:
-            picked = blocks[:k]
-        else:  # the same fraction of every group: k is a per-mille
-            picked = []
-            for r in roots:
-                picked += per_group[r][: len(per_group[r]) * k // 1000]
+        picked = blocks[:k]
         chosen = {r: [] for r in roots}
         for _, r, chunk in picked:
             chosen[r].extend(chunk.tolist())
@@ -408,7 +416,7 @@ def plan_channels(
                 new.assign(arrays[rules.weight_name(old)])
         return plan_shrink(work), chosen
 
-    high = len(blocks) if global_pruning else 1000
+    high = len(blocks)
     plan_hi, chosen_hi = evaluate(high)
     if plan_hi.macs_after > target:
         raise ValueError(
