@@ -150,6 +150,35 @@ def test_structured_pruning_refuses_what_it_cannot_read():
         keras_reg.prune_low_magnitude(only, 0.5, axis=-1)
 
 
+# --- 11: shrink drops PruneLowMagnitude, with a warning naming the layers -------------
+
+
+def test_shrink_drops_pruning_meant_for_the_old_sizes():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,))
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inputs)
+    inner = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="mid")], name="inner")
+    outputs = keras.layers.Dense(2, name="out")(inner(hidden))
+    model = keras.Model(inputs, outputs)
+    keras_reg.prune_low_magnitude(model, keras_reg.ConstantSparsity(0.5, 0, frequency=1), axis=-1)
+    model.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    model.fit(X, Y, batch_size=32, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match=r"dropped the PruneLowMagnitude constraints of layers "
+                      r"\['hidden', 'mid'\]") as record:  # fmt: skip
+        small = keras_reg.shrink(model)
+    assert len([r for r in record if "keras_reg" in str(r.message)]) == 1
+    assert small.get_layer("hidden").units == 8 and pruned_weights(small) == []
+    assert "PruneLowMagnitude" not in str(small.get_config())
+    np.testing.assert_allclose(
+        to_numpy(small.predict(X, verbose=0)), to_numpy(model.predict(X, verbose=0)), atol=1e-5
+    )
+    # Fine-tuning the shrunk model does not prune half of what is left again.
+    small.compile(keras.optimizers.SGD(0.05), "sparse_categorical_crossentropy")
+    small.fit(X, Y, batch_size=32, epochs=1, verbose=0)
+    assert dead_units(small.get_layer("hidden").kernel) == 0
+    assert dead_units(small.get_layer("inner").get_layer("mid").kernel) == 0
+
+
 # --- 12a/b: kernels that cannot be pruned are never skipped silently ------------------
 
 
