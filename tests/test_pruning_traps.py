@@ -2,6 +2,9 @@
 must not do silently. Each test checks against NumPy or the model's own outputs."""
 
 import os
+import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -218,3 +221,34 @@ def test_unprunable_kernels_warn_by_default_and_are_refused_when_named():
     for name, why in [("custom", "has no constraint slot"), ("lora", "LoRA is enabled")]:
         with pytest.raises(ValueError, match=f"layers=\\['{name}'\\]: 'm/{name}/kernel' .*{why}"):
             keras_reg.prune_low_magnitude(with_custom_and_lora(), 0.5, layers=[name])
+
+
+# --- 12d: loading a pruned model without keras_reg: Keras' error, as the docs quote it --
+
+LOAD_WITHOUT_IMPORT = """
+import sys, keras
+try:
+    keras.saving.load_model(sys.argv[1])
+except TypeError as error:
+    print(str(error).strip().splitlines()[-1])
+"""
+
+
+@pytest.mark.keras_behaviour
+def test_docs_quote_the_error_of_loading_a_pruned_model_without_keras_reg(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    keras_reg.prune_low_magnitude(model, 0.5)
+    model.save(tmp_path / "pruned.keras")
+    run = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_IMPORT, str(tmp_path / "pruned.keras")],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, KERAS_BACKEND=BACKEND),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    last = run.stdout.strip().splitlines()[-1]
+    assert last.startswith("Exception encountered: Could not interpret constraint identifier: ")
+    assert "'registered_name': 'keras_reg>PruneLowMagnitude'" in last
+    for page in ("troubleshooting.md", "pruning.md"):
+        with open(os.path.join(DOCS, page), encoding="utf-8") as f:
+            text = f.read()
+        assert "Exception encountered: Could not interpret constraint identifier: " in text, page
+        assert re.search(r"import keras_reg.*before", text, re.S), page
