@@ -14,6 +14,8 @@ keep in sync, no callback to forget, and a model reloaded mid-schedule goes on
 exactly where it stopped.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -223,18 +225,48 @@ class PruneLowMagnitude(keras.constraints.Constraint):
         return cls(schedule, **config)
 
 
-def _prunable(layer):
-    """`(variable, slot)` for each kernel of `layer` (its own) that has a constraint slot."""
+def _kernels(layer):
+    """`(variable, slot, why_not)` for each prunable kernel of `layer` (its own).
+
+    `why_not` is `None` for a kernel that can be pruned, else why it cannot. A
+    frozen kernel (`trainable=False`) is left out: no update ever changes it.
+    """
     if isinstance(layer, keras.Model):
         return []
     rule = rules.rule_for(layer)
     found = []
     for variable in _private.own_variables(layer):
         name = rules.weight_name(variable)
+        if name not in rule.prunable_names(layer):
+            continue
         slot = rule.constraint_slot(layer, name)
-        if variable.trainable and name in rule.prunable_names(layer) and slot is not None:
-            found.append((variable, slot))
+        if getattr(layer, "lora_enabled", False) and name in ("kernel", "embeddings"):
+            why = (
+                "LoRA is enabled on it (enable_lora): its kernel is frozen and the LoRA "
+                "factors are added to it, so a pruned kernel would not be sparse. Prune "
+                "before enable_lora (and strip_pruning before enabling LoRA on a pruned "
+                "layer), or merge the LoRA factors into the kernel first"
+            )
+        elif not variable.trainable:
+            continue
+        elif slot is None:
+            why = (
+                f"layer class {type(layer).__name__} has no constraint slot for it, no "
+                f"`{name}_constraint` attribute that its config saves: add one, or register "
+                "a rule that names one with keras_reg.register_layer_rule"
+            )
+        else:
+            why = None
+        found.append((variable, slot, why))
     return found
+
+
+def _has_kernel(layer):
+    """Whether `layer` has a kernel of its own (pruned or not, frozen or not)."""
+    if isinstance(layer, keras.Model):
+        return False
+    names = rules.rule_for(layer).prunable_names(layer)
+    return any(rules.weight_name(v) in names for v in _private.own_variables(layer))
 
 
 def _selected_layers(model, select):
@@ -251,6 +283,93 @@ def _selected_layers(model, select):
     return chosen
 
 
+def _readable_graph(model):
+    """The functional graph that runs `model`, or None (a subclassed model has none)."""
+    if isinstance(model, keras.Sequential):
+        return _private.sequential_graph(model)
+    functional = _private.functional_class()
+    if isinstance(model, functional) and type(model).call is functional.call:
+        return model
+    return None
+
+
+def _units_reaching(graph, tensors):
+    """What computes `tensors` of a functional `graph`, back to the first kernels.
+
+    Returns `(layers, inputs)`: the layers with a prunable kernel whose units
+    reach `tensors` through no other kernel (through activations, dropout,
+    normalization, pooling, joins, reshapes: zeroing a unit there zeroes, or
+    makes constant, part of an output), and the positions of the graph's inputs
+    reached the same way. Nested models are followed inside. `None` when a
+    model on the way has no graph to read (subclassed).
+    """
+    producers = {}
+    for node in _private.nodes_by_depth(graph):
+        for index, tensor in enumerate(node.outputs):
+            producers[id(tensor)] = (node, index)
+    positions = {id(t): i for i, t in enumerate(keras.tree.flatten(graph.inputs))}
+    layers, inputs, seen = [], set(), set()
+    stack = list(tensors)
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if id(tensor) in positions:
+            inputs.add(positions[id(tensor)])
+            continue
+        node, index = producers.get(id(tensor), (None, None))
+        if node is None or node.operation is None or node.is_input:
+            continue
+        op = node.operation
+        if isinstance(op, keras.Model):
+            inner = _readable_graph(op)
+            if inner is None:
+                return None
+            reached = _units_reaching(inner, [keras.tree.flatten(inner.outputs)[index]])
+            if reached is None:
+                return None
+            layers += reached[0]
+            stack += [node.input_tensors[i] for i in sorted(reached[1])]
+            continue
+        if isinstance(op, keras.layers.Layer):
+            held = [layer for layer in flatten_layers(op, include_self=True) if _has_kernel(layer)]
+            if held:
+                layers += held
+                continue
+        stack += list(node.input_tensors)
+    return layers, inputs
+
+
+def _protected_outputs(model):
+    """The output layers that structured pruning with `layers=None` leaves out, or a refusal."""
+    found = _output_layers(model)
+    if found is None:
+        raise ValueError(
+            f"prune_low_magnitude cannot tell which layers compute the outputs of model "
+            f"{model.name!r}: it (or a model inside it) is a subclassed keras.Model, whose "
+            "graph of layers cannot be read. Structured pruning (axis=...) with layers=None "
+            "never prunes the output units (a classifier's classes), so it needs to know them: "
+            "pass `layers=` with the layers to prune."
+        )
+    return found
+
+
+def _output_layers(model):
+    """The layers whose units are `model`'s output units (a classifier's last Dense).
+
+    Each model output traced back through the layers without kernels
+    (activations, softmax, dropout, normalization, pooling, joins, reshapes)
+    to the layers with kernels that compute it, nested models included.
+    `None` when that cannot be read (a subclassed model on the way).
+    """
+    graph = _readable_graph(model)
+    if graph is None:
+        return None
+    reached = _units_reaching(graph, keras.tree.flatten(graph.outputs))
+    return None if reached is None else reached[0]
+
+
 def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
     """Prunes the kernels of a built model to a sparsity target during training, in place.
 
@@ -264,19 +383,24 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
     it, and the step lives in the optimizer: a model saved mid-schedule goes
     on where it stopped. A compiled model's train function is reset, so the
     next `fit` traces the constraint in. `keras_reg.strip_pruning` removes it
-    for export.
+    for export (and before `layer.enable_lora`, which refuses a constraint).
 
-    Args:
-        model: a built `keras.Model`.
-        schedule_or_sparsity: a `keras_reg.PolynomialDecay` or
-            `keras_reg.ConstantSparsity`, or a float in [0, 1): a constant
-            target from the first update on.
-        layers: which layers: `None` (all), a predicate `layer -> bool`, or a
-            list of layer names or layer instances.
-        axis: `None` (default) for unstructured pruning, or the axis whose
-            indices are the groups (`-1`: units and filters), as in
-            `keras_reg.GroupLasso`; structured pruning leaves whole zero units
-            that `keras_reg.shrink` can remove.
+    What `layers=None` leaves out:
+
+    - with `axis` on the units (`-1`, the last axis of the kernel), the units
+      of the layers that compute the model's outputs: a classifier's last
+      Dense would otherwise answer only its bias for the pruned classes. They
+      are found through the model's graph, from each output back through the
+      layers without kernels (activations, softmax, dropout, normalization,
+      pooling, joins) to the layers with kernels, nested models included. Name
+      such a layer in `layers=` to prune its units anyway. A subclassed model
+      has no graph to read, so it is refused: pass `layers=`.
+    - kernels it cannot prune, with one warning naming them and why: a custom
+      layer's kernel without a constraint slot (`kernel_constraint`; register
+      a rule with `keras_reg.register_layer_rule`), and a layer with LoRA
+      enabled (prune before `enable_lora`, or merge the LoRA factors first).
+      Named in `layers=`, such a layer is refused with a `ValueError`.
+    - frozen kernels (`trainable=False`): no update ever changes them.
 
     Returns:
         The same model, pruned in place (TFMOT's `prune_low_magnitude` returns
@@ -300,9 +424,13 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
     if axis is not None:
         axis = check_int(axis, "axis", owner)
     select = layer_filter(layers, model, "prune_low_magnitude")
-    chosen = []
+    outputs = _protected_outputs(model) if layers is None and axis is not None else []
+    chosen, skipped, kept_outputs = [], [], []
     for layer in _selected_layers(model, select):
-        for variable, slot in _prunable(layer):
+        for variable, slot, why_not in _kernels(layer):
+            if why_not is not None:
+                skipped.append(f"{variable.path!r} ({why_not})")
+                continue
             current = getattr(layer, slot)
             if current is not None and not isinstance(current, PruneLowMagnitude):
                 raise ValueError(
@@ -312,10 +440,32 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
                 )
             if axis is not None:
                 try:
-                    _check_axis(axis, tuple(variable.shape), owner)
+                    units_axis = _check_axis(axis, tuple(variable.shape), owner)
                 except ValueError as error:
                     raise ValueError(f"{error} (weight {variable.path!r})") from None
+                if units_axis == len(variable.shape) - 1 and any(o is layer for o in outputs):
+                    kept_outputs.append(layer.name)
+                    continue
             chosen.append((layer, variable, slot))
+    if skipped and layers is not None:
+        raise ValueError(
+            f"prune_low_magnitude cannot prune these kernels of the layers chosen with "
+            f"layers={layers!r}: {'; '.join(skipped)}. Leave their layers out of `layers=`."
+        )
+    if skipped:
+        warnings.warn(
+            f"prune_low_magnitude left out these kernels of model {model.name!r}: "
+            f"{'; '.join(skipped)}. The other kernels are pruned; pass `layers=` to choose "
+            "the layers and silence this warning.",
+            stacklevel=2,
+        )
+    if not chosen and kept_outputs:
+        raise ValueError(
+            f"prune_low_magnitude found nothing to prune in model {model.name!r}: its only "
+            f"kernels are those of the layers that compute its outputs "
+            f"({sorted(set(kept_outputs))}), whose units structured pruning with layers=None "
+            "leaves out. Name them in `layers=` to prune their units anyway."
+        )
     if not chosen:
         raise ValueError(
             f"prune_low_magnitude found no kernel to prune in model {model.name!r} with "

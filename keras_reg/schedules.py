@@ -20,19 +20,28 @@ def _check_sparsity(value, name, owner):
     return value
 
 
+# Steps are int32 in the schedule's arithmetic (`ops.cast(step, "int32")`, `step - begin_step`,
+# the comparisons with `end_step`): a larger step argument would wrap around (2**31 becomes
+# -2**31, and the target 0). Every intermediate value stays in int32 when all three fit.
+MAX_STEP = 2**31 - 1
+_STEP_RANGE = "[0, 2**31 - 1 = 2147483647] (the steps are int32)"
+
+
 def _check_steps(begin_step, end_step, frequency, owner, *, end_may_be_open):
     begin_step = check_int(begin_step, "begin_step", owner)
-    if begin_step < 0:
-        _fail("begin_step", owner, "an integer >= 0", begin_step)
+    if not 0 <= begin_step <= MAX_STEP:
+        _fail("begin_step", owner, f"an integer in {_STEP_RANGE}", begin_step)
     end_step = check_int(end_step, "end_step", owner)
+    if end_step > MAX_STEP:
+        _fail("end_step", owner, f"an integer <= 2**31 - 1 = {MAX_STEP} (int32)", end_step)
     if end_may_be_open:
         if end_step != -1 and end_step < begin_step:
             _fail("end_step", owner, f"-1 or an integer >= begin_step={begin_step}", end_step)
     elif end_step <= begin_step:
         _fail("end_step", owner, f"an integer > begin_step={begin_step}", end_step)
     frequency = check_int(frequency, "frequency", owner)
-    if frequency < 1:
-        _fail("frequency", owner, "an integer >= 1", frequency)
+    if not 1 <= frequency <= MAX_STEP:
+        _fail("frequency", owner, "an integer in [1, 2**31 - 1 = 2147483647] (int32)", frequency)
     return begin_step, end_step, frequency
 
 
@@ -128,11 +137,13 @@ class ConstantSparsity(PruningSchedule):
 
     Args:
         target_sparsity: float in [0, 1), the fraction of zeros.
-        begin_step: integer >= 0, the first pruning step (the optimizer's
-            iteration count; the first update is step 1).
-        end_step: integer >= begin_step, the last pruning step, or -1 (the
+        begin_step: integer in [0, 2**31 - 1], the first pruning step (the
+            optimizer's iteration count; the first update is step 1). Steps
+            are int32, so every step argument is at most 2**31 - 1.
+        end_step: integer in [begin_step, 2**31 - 1], the last pruning step, or -1 (the
             default) to keep pruning to the end of training.
-        frequency: integer >= 1, steps between pruning steps. Defaults to 100.
+        frequency: integer in [1, 2**31 - 1], steps between pruning steps.
+            Defaults to 100.
 
     Examples:
         >>> schedule = keras_reg.ConstantSparsity(0.8, begin_step=100)
@@ -172,12 +183,14 @@ class PolynomialDecay(PruningSchedule):
     Args:
         initial_sparsity: float in [0, 1), the sparsity at `begin_step`.
         final_sparsity: float in [0, 1), the sparsity from `end_step` on.
-        begin_step: integer >= 0, the first pruning step (the optimizer's
-            iteration count; the first update is step 1).
-        end_step: integer > begin_step, the step at which `final_sparsity` is
+        begin_step: integer in [0, 2**31 - 1], the first pruning step (the
+            optimizer's iteration count; the first update is step 1). Steps
+            are int32, so every step argument is at most 2**31 - 1.
+        end_step: integer in (begin_step, 2**31 - 1], the step at which `final_sparsity` is
             reached.
         power: positive float, the exponent. Defaults to 3.
-        frequency: integer >= 1, steps between pruning steps. Defaults to 100.
+        frequency: integer in [1, 2**31 - 1], steps between pruning steps.
+            Defaults to 100.
 
     Examples:
         >>> schedule = keras_reg.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=1000)

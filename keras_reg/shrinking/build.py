@@ -7,10 +7,13 @@ import keras
 import numpy as np
 
 from keras_reg._validation import check_bool
+from keras_reg.pruning import PruneLowMagnitude, pruned_weights, strip_pruning
 from keras_reg.shrinking import graph as _graph
 from keras_reg.shrinking.plan import ShrinkPlan, plan_shrink
 
 __all__ = ["shrink"]
+
+_PRUNING_NAME = keras.saving.get_registered_name(PruneLowMagnitude)  # "keras_reg>PruneLowMagnitude"
 
 # The relative output difference beyond which `shrink` refuses its own result, by
 # the lowest precision a layer computes in (mixed precision rounds each layer).
@@ -49,10 +52,16 @@ def shrink(model, plan=None, verbose=False, verify=True, drop_inputs=False):
 
     The result is a new, uncompiled Keras model (like `keras.models.clone_model`):
     the same layer names and classes, nested models kept nested,
-    regularizers and constraints kept on the kept weights. `model` is not
-    changed. Before returning, `shrink` runs both models on a random batch (one
-    sample, valid indices for an Embedding) and refuses (`RuntimeError`) if
-    their outputs differ by more than 1e-4 relative: a removal that is not
+    regularizers and constraints kept on the kept weights, except
+    `keras_reg.PruneLowMagnitude`: its target (a fraction of each kernel) was
+    set for the old sizes, and fine-tuning would prune that fraction again of
+    what is left. `shrink` drops it, with one `UserWarning` naming the layers
+    (`keras_reg.strip_pruning` before `shrink` gives the same model without
+    the warning); prune the shrunk model again with
+    `keras_reg.prune_low_magnitude` and a target for its new sizes. `model` is
+    not changed. Before returning, `shrink` runs both models on a random batch
+    (one sample, valid indices for an Embedding) and refuses (`RuntimeError`)
+    if their outputs differ by more than 1e-4 relative: a removal that is not
     exact is never returned. Under mixed precision both are compared as float32
     twins (same layers and weights), so float16 rounding cannot hide an error.
     A model declaring an input of more than 2**24 elements per sample is not
@@ -101,6 +110,16 @@ def shrink(model, plan=None, verbose=False, verify=True, drop_inputs=False):
     builder = _Builder(plan)
     small = builder.model(model)
     builder.assign_weights()
+    if builder.unpruned:
+        warnings.warn(
+            f"keras_reg.shrink dropped the PruneLowMagnitude constraints of layers "
+            f"{builder.unpruned}: their targets were set for the old sizes, and fine-tuning "
+            "the shrunk model would prune that fraction again of what is left. The shrunk "
+            "model is not pruned; to prune it again, call keras_reg.prune_low_magnitude on it "
+            "with a target for its new sizes. (keras_reg.strip_pruning before shrink avoids "
+            "this warning.)",
+            stacklevel=2,
+        )
     if verify:
         _verify(model, small, plan.inputs_kept, plan._graph)
     return small
@@ -114,6 +133,7 @@ class _Builder:
         self.g = plan._graph
         self.pairs = []  # (old layer, new layer)
         self.new = {}  # id(old op) -> new op
+        self.unpruned = []  # names of the layers whose PruneLowMagnitude was dropped
 
     def _new_shape(self, tensor):
         tid = self.g.ids.of(tensor)
@@ -145,11 +165,17 @@ class _Builder:
         if _graph.is_model(op) and id(op) in self.g.inlined:
             new = self.model(op)
         elif _graph.is_model(op):
-            new = keras.models.clone_model(op)
+            pruned = {v.path.split("/")[-2] for v in pruned_weights(op)}
+            self.unpruned += sorted(pruned)
+            new = strip_pruning(op) if pruned else keras.models.clone_model(op)
             new.set_weights(op.get_weights())
         elif isinstance(op, keras.layers.Layer):
             config = op.get_config()
             config.update(self.plan._edits.get(id(op), {}).get("config", {}))
+            dropped = [key for key, value in config.items() if _is_pruning(value)]
+            if dropped:
+                self.unpruned.append(op.name)
+                config.update(dict.fromkeys(dropped))
             new = type(op).from_config(config)
             self.pairs.append((op, new))
         else:
@@ -172,6 +198,13 @@ class _Builder:
                         f"{tuple(variable.shape)} has no planned value that fits."
                     )
                 variable.assign(value)
+
+
+def _is_pruning(value):
+    """Whether a config entry is a `PruneLowMagnitude` constraint (an object, or serialized)."""
+    if isinstance(value, PruneLowMagnitude):
+        return True
+    return isinstance(value, dict) and value.get("registered_name") == _PRUNING_NAME
 
 
 # The check's batch: one sample, unknown sizes as 64, and at most this many elements per
