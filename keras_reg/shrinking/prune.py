@@ -491,8 +491,9 @@ def prune_channels(
         round_to: `None`, or an int: every group keeps a multiple of it.
         ignored_layers: layer names or layers whose output channels are never
             pruned (their inputs may be, with the layers that write them).
-        x, y, loss: a batch and a Keras loss (name or function), for
-            `importance="taylor"`.
+        x: a batch of inputs, for `importance="taylor"`.
+        y: the batch's targets, for `importance="taylor"`.
+        loss: a Keras loss (name or function), for `importance="taylor"`.
         verbose: bool; `True` prints the plan.
 
     Returns:
