@@ -399,7 +399,13 @@ def main(quick=False, out="demo_output"):
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print(f"\nfigures: {', '.join(figures.values())}")
-    print(f"models: {os.path.join(out, 'models')}/*.keras (try: keras-reg report FILE)")
+    # The command beside this interpreter: `make demo` runs in .venv, whose bin/ is not on PATH.
+    command = os.path.join(os.path.dirname(sys.executable), "keras-reg")
+    if not os.path.exists(command):
+        command = "keras-reg"
+    elif not os.path.relpath(command).startswith(".."):
+        command = os.path.relpath(command)
+    print(f"models: {os.path.join(out, 'models')}/*.keras (try: {command} report FILE)")
     print(f"done in {time.perf_counter() - start:.0f} s")
     return summary
 

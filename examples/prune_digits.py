@@ -1,4 +1,4 @@
-"""Prune a digits CNN to 90% of its filters and units, then shrink it into a smaller model.
+"""Prune a digits CNN two ways: a TFMOT-style schedule to 90% of its filters, and to a speed-up.
 
 `keras_reg.prune_low_magnitude(model, PolynomialDecay(...), axis=-1)` zeroes whole filters
 and units (the ones with the smallest L2 norm) on a schedule, TFMOT's way, with no callback:
@@ -6,7 +6,12 @@ after every optimizer step each pruned kernel has exactly round(s * groups) zero
 `keras_reg.strip_pruning` removes the pruning constraint, and `keras_reg.shrink` removes the
 zero filters and units, folding their constant outputs relu(bias) into the next layer's bias
 (the convolutions use padding="valid", where that fold is exact). The shrunk model gives the
-same outputs with a fraction of the parameters.
+same outputs with a fraction of the parameters. Ninety percent of every layer's filters is a
+lot for this small network, and the run says what it costs in accuracy.
+
+The recipe that keeps accuracy follows: `keras_reg.prune_channels(model, speed_up=4)` on the
+trained unpruned model (coupled channel groups ranked globally, MACs cut to a quarter exactly),
+then a few epochs of fine-tuning of the smaller model.
 
 Run: `python examples/prune_digits.py [--quick]`.
 """
@@ -26,6 +31,8 @@ import keras_reg  # noqa: E402
 SEED = 0
 TARGET = 0.9
 EPOCHS, QUICK_EPOCHS = 20, 3
+SPEED_UP = 4
+FINETUNE_EPOCHS, QUICK_FINETUNE_EPOCHS = 5, 1
 BATCH = 32
 PRUNED = ("conv1", "conv2", "dense")  # the classifier's 10 units are the classes: kept
 
@@ -44,6 +51,23 @@ def build_model():
     )
 
 
+def compile_model(model):
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+
+
+def width(layer):
+    config = layer.get_config()
+    return config.get("filters", config.get("units"))
+
+
+def outputs_of(model, x):
+    # A direct call, not `predict`: each model's predict function is traced anew, and TensorFlow
+    # warns of "excessive retracing" past five of them.
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
 def train(data, epochs, prune):
     x_train, _, y_train, _ = data
     keras.utils.set_random_seed(SEED)
@@ -53,9 +77,7 @@ def train(data, epochs, prune):
         # Zhu & Gupta's gradual schedule over the first 60% of the steps, then fine-tuning.
         schedule = keras_reg.PolynomialDecay(0.0, TARGET, 0, int(0.6 * steps), frequency=10)
         keras_reg.prune_low_magnitude(model, schedule, layers=list(PRUNED), axis=-1)
-    model.compile(
-        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+    compile_model(model)
     logger = keras_reg.SparsityLogger()
     model.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[logger])
     return model, logger
@@ -102,10 +124,24 @@ def main(quick=False):
         layer = small.get_layer(name)
         layers[name]["kept"] = layer.filters if hasattr(layer, "filters") else layer.units
 
+    # The recipe that keeps accuracy: prune the trained model to a speed-up, then fine-tune.
+    fast = keras_reg.prune_channels(dense, speed_up=SPEED_UP)
+    fast_before = outputs_of(fast, x_val)
+    compile_model(fast)
+    keras.utils.set_random_seed(SEED)
+    finetune_epochs = QUICK_FINETUNE_EPOCHS if quick else FINETUNE_EPOCHS
+    fast.fit(data[0], data[2], batch_size=BATCH, epochs=finetune_epochs, verbose=0)
+    macs = {
+        name: keras_reg.plan_shrink(model).macs_before
+        for name, model in (("dense", dense), ("shrunk", small), ("fast", fast))
+    }
+
     outputs = {
-        name: np.asarray(model.predict(x_val, batch_size=len(x_val), verbose=0))
+        name: outputs_of(model, x_val)
         for name, model in (("dense", dense), ("pruned", pruned), ("shrunk", small))
     }
+    outputs["fast_before_finetuning"] = fast_before
+    outputs["fast"] = outputs_of(fast, x_val)
     accuracy = {name: float((out.argmax(axis=1) == y_val).mean()) for name, out in outputs.items()}
     difference = float(np.abs(outputs["shrunk"] - outputs["pruned"]).max())
     x_batch = np.concatenate([x_val] * (4 if quick else 16))
@@ -133,6 +169,27 @@ def main(quick=False):
         f"validation accuracy: {100 * accuracy['dense']:.1f}% unpruned, "
         f"{100 * accuracy['pruned']:.1f}% pruned, {100 * accuracy['shrunk']:.1f}% shrunk"
     )
+    lost = 100 * (accuracy["dense"] - accuracy["shrunk"])
+    print(
+        f"90% of every layer's filters and units costs {lost:.1f} points of accuracy here, "
+        f"for MACs {macs['shrunk'] / macs['dense']:.3f}x."
+    )
+
+    print(
+        f"\nprune_channels(unpruned, speed_up={SPEED_UP}), then {finetune_epochs} epoch(s) of "
+        "fine-tuning:"
+    )
+    rows = [[name, width(dense.get_layer(name)), width(fast.get_layer(name))] for name in PRUNED]
+    print(_common.table(["layer", "filters/units", "kept"], rows))
+    print(
+        f"parameters: {dense.count_params():,} -> {fast.count_params():,}; "
+        f"MACs {macs['dense']:,} -> {macs['fast']:,} ({macs['fast'] / macs['dense']:.3f}x)"
+    )
+    print(
+        f"validation accuracy: {100 * accuracy['dense']:.1f}% unpruned, "
+        f"{100 * accuracy['fast_before_finetuning']:.1f}% right after pruning, "
+        f"{100 * accuracy['fast']:.1f}% after fine-tuning"
+    )
     print(f"done in {time.perf_counter() - start:.0f} s")
     return {
         "epochs": epochs,
@@ -144,6 +201,8 @@ def main(quick=False):
         "accuracy": accuracy,
         "latency_ms": latency,
         "batch": len(x_batch),
+        "speed_up": SPEED_UP,
+        "macs": macs,
     }
 
 

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr__` below
     from keras_reg import (

@@ -142,3 +142,18 @@ def test_every_public_name_is_on_the_api_page():
         if not (own or alias):
             missing.append(name)
     assert missing == [], f"add `::: keras_reg.<module>.<name>` entries to {API_PAGE.name}"
+
+
+def test_the_version_is_the_changelogs_newest():
+    """`__version__` is the newest CHANGELOG heading: released as dated, in development as .devN."""
+    changelog = (Path(__file__).parent.parent / "CHANGELOG.md").read_text()
+    heading = re.search(r"^## (\d+\.\d+\.\d+) \((.*)\)$", changelog, flags=re.M)
+    version, status = heading.groups()
+    if status == "in development":
+        assert re.fullmatch(re.escape(version) + r"\.dev\d+", keras_reg.__version__)
+    else:
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", status), status
+        assert keras_reg.__version__ == version
+    # Every earlier version is released, with a date (or the first release's line).
+    for older, when in re.findall(r"^## (\d+\.\d+\.\d+)(?: \((.*)\))?$", changelog, flags=re.M)[1:]:
+        assert when == "" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", when), (older, when)

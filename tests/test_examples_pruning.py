@@ -1,4 +1,5 @@
-"""examples/prune_digits.py in quick mode: exact structured targets, then an exact shrink."""
+"""examples/prune_digits.py in quick mode: exact structured targets, then an exact shrink; then
+pruning to a speed-up and fine-tuning."""
 
 import importlib.util
 import sys
@@ -40,3 +41,12 @@ def test_shrink_removes_exactly_the_zero_units_and_keeps_the_outputs(result):
     assert result["params_after"] < result["params_before"] / 20
     assert result["accuracy"]["dense"] > 0.9
     assert set(result["latency_ms"]) == {"pruned", "shrunk"}
+
+
+def test_prune_channels_meets_the_speed_up_and_fine_tuning_recovers(result):
+    macs = result["macs"]
+    assert macs["fast"] <= macs["dense"] / result["speed_up"]
+    assert macs["fast"] > 0.9 * macs["dense"] / result["speed_up"]  # as close as channels allow
+    accuracy = result["accuracy"]
+    assert accuracy["fast"] > accuracy["fast_before_finetuning"]
+    assert accuracy["fast"] >= accuracy["dense"] - 0.05
