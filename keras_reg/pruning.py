@@ -779,9 +779,16 @@ def prune_low_magnitude(
         (2, 4)
     """
     owner = "prune_low_magnitude"
+    if sparsity_m_by_n is not None:
+        sparsity_m_by_n = check_m_by_n(sparsity_m_by_n, owner)
     schedule = _resolve_target(schedule_or_sparsity, pruning_schedule, sparsity_m_by_n, owner)
     if axis is not None:
         axis = check_int(axis, "axis", owner)
+    # Checked here too, so that a mistake names this function rather than the constraint.
+    m_by_n = sparsity_m_by_n
+    block = None if block_size is None else check_block_size(block_size, owner)
+    check_pooling(block_pooling_type, owner)
+    _check_one_pattern(axis, m_by_n, None if block == (1, 1) else block, owner)
     constraint = PruneLowMagnitude(
         schedule,
         axis=axis,
