@@ -98,7 +98,7 @@ def m_by_n_prune(x, m_by_n=(2, 4)):
     Examples:
         >>> x = np.array([[4.0, 1.0], [-3.0, 5.0], [1.0, 2.0], [2.0, -9.0]])  # (inputs, units)
         >>> keras.ops.convert_to_numpy(keras_reg.patterns.m_by_n_prune(x, (2, 4))).T
-        array([[ 4.,  0.,  0.,  0.],
+        array([[ 4., -3.,  0.,  0.],
                [ 0.,  5.,  0., -9.]])
     """
     m, n = check_m_by_n(m_by_n, "m_by_n_prune", name="m_by_n")
@@ -182,7 +182,8 @@ def block_prune(x, sparsity, block_size, pooling="AVG"):
     if pooling == "MAX":
         scores = ops.max(tiles, axis=(1, 3))
     else:
-        scores = ops.sum(tiles, axis=(1, 3)) / _block_counts(rows, cols, (r, c))
+        counts = ops.convert_to_tensor(_block_counts(rows, cols, (r, c)))
+        scores = ops.divide(ops.sum(tiles, axis=(1, 3)), counts)
     total = row_blocks * col_blocks
     count = ops.cast(ops.round(ops.cast(sparsity, "float32") * float(total)), "int32")
     from keras_reg.pruning import _smallest

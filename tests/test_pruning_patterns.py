@@ -76,7 +76,7 @@ def project(model, kernels, values):
         variable.assign(value)
     optimizer = keras.optimizers.SGD(learning_rate=0.0)
     variables = model.trainable_variables
-    optimizer.apply([ops.zeros_like(v) for v in variables], variables)
+    optimizer.apply([ops.zeros(v.shape, v.dtype) for v in variables], variables)
     return [ops.convert_to_numpy(v) for v in kernels]
 
 
@@ -99,7 +99,7 @@ ROOT = Path(__file__).parent.parent  # the subprocess imports this checkout's ke
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
-@pytest.mark.parametrize("m_by_n", [(2, 4), (1, 4), (3, 8)])
+@pytest.mark.parametrize("m_by_n", [(2, 4), (3, 8)])
 def test_m_by_n_equals_tfmots_mask(kind, m_by_n):
     keras.utils.set_random_seed(0)
     model = MODELS[kind]()
