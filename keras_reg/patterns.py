@@ -97,9 +97,8 @@ def m_by_n_prune(x, m_by_n=(2, 4)):
 
     Examples:
         >>> x = np.array([[4.0, 1.0], [-3.0, 5.0], [1.0, 2.0], [2.0, -9.0]])  # (inputs, units)
-        >>> keras.ops.convert_to_numpy(keras_reg.patterns.m_by_n_prune(x, (2, 4))).T
-        array([[ 4., -3.,  0.,  0.],
-               [ 0.,  5.,  0., -9.]])
+        >>> keras.ops.convert_to_numpy(keras_reg.patterns.m_by_n_prune(x, (2, 4))).T.tolist()
+        [[4.0, -3.0, 0.0, 0.0], [0.0, 5.0, 0.0, -9.0]]
     """
     m, n = check_m_by_n(m_by_n, "m_by_n_prune", name="m_by_n")
     x = ops.convert_to_tensor(x)
@@ -159,9 +158,8 @@ def block_prune(x, sparsity, block_size, pooling="AVG"):
 
     Examples:
         >>> x = np.array([[1.0, 2.0, 9.0, 9.0], [1.0, 2.0, 9.0, 9.0]])
-        >>> keras.ops.convert_to_numpy(keras_reg.patterns.block_prune(x, 0.5, (2, 2)))
-        array([[0., 0., 9., 9.],
-               [0., 0., 9., 9.]])
+        >>> keras.ops.convert_to_numpy(keras_reg.patterns.block_prune(x, 0.5, (2, 2))).tolist()
+        [[0.0, 0.0, 9.0, 9.0], [0.0, 0.0, 9.0, 9.0]]
     """
     r, c = check_block_size(block_size, "block_prune")
     pooling = check_pooling(pooling, "block_prune", name="pooling")
