@@ -22,16 +22,19 @@ __version__ = "0.3.0.dev0"
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr__` below
     from keras_reg import (
+        patterns,  # noqa: F401
         prox,  # noqa: F401
         rules,  # noqa: F401
     )
     from keras_reg.attach import apply_regularizer  # noqa: F401
     from keras_reg.callbacks import SparsityLogger  # noqa: F401
     from keras_reg.optimizers import Proximal  # noqa: F401
+    from keras_reg.patterns import is_pruned_m_by_n  # noqa: F401
     from keras_reg.pruning import (  # noqa: F401
         ConstantSparsity,
         PolynomialDecay,
         PruneLowMagnitude,
+        freeze_pruning,
         prune_low_magnitude,
         strip_pruning,
     )
@@ -82,11 +85,14 @@ _EXPORTS = {
     "SparsityRow": "report",
     "StrengthScheduler": "strength",
     "apply_regularizer": "attach",
+    "freeze_pruning": "pruning",
+    "is_pruned_m_by_n": "patterns",
     "l1": "regularizers",
     "l1_l2": "regularizers",
     "l2": "regularizers",
     "plan_channels": "shrinking",
     "plan_shrink": "shrinking",
+    "patterns": "",
     "prox": "",
     "prune_channels": "shrinking",
     "prune_low_magnitude": "pruning",

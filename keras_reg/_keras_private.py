@@ -18,9 +18,10 @@ Names used (Keras 3.15): `Optimizer._get_variable_index`, `_velocities`,
 `_velocity_hats`, `_u`, `_accumulators`, `_average_gradients`, `_iterations`,
 `_variables`, `_trainable_variables`;
 `Layer._flatten_layers`, `_trainable_variables`, `_non_trainable_variables`;
-`keras.src.models.functional.Functional`; `MultiHeadAttention._kernel_regularizer`
-and `_bias_regularizer`; `Functional._nodes_by_depth`, `Functional._run_through_graph`
-and `Sequential._functional` (the graph `shrink` reads and reruns); the modules
+`keras.src.models.functional.Functional`; `MultiHeadAttention._kernel_regularizer`,
+`_bias_regularizer` and `_kernel_constraint`; `Functional._nodes_by_depth`,
+`Functional._run_through_graph` and `Sequential._functional` (the graph `shrink` reads
+and reruns); the modules
 `keras.src.ops.numpy` and `keras.src.ops.nn`, where `keras.ops` functions keep
 their graph operations; Keras' name-scope stack (`global_state`
 "name_scope_stack", whose scopes name their `caller`: the optimizer whose
@@ -125,6 +126,15 @@ def regularizer_attribute(layer, slot):
         if hasattr(layer, name):
             return name
     return None
+
+
+def config_attribute(layer, slot):
+    """Where `layer` keeps what its config saves as `slot` (`kernel_constraint`), or None.
+
+    `MultiHeadAttention` keeps the kernel constraint it passes to its
+    projections private (`_kernel_constraint`); `GroupedQueryAttention` public.
+    """
+    return regularizer_attribute(layer, slot)
 
 
 def is_functional(model):

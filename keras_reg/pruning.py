@@ -14,17 +14,32 @@ keep in sync, no callback to forget, and a model reloaded mid-schedule goes on
 exactly where it stopped.
 """
 
+import base64
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_reg import _keras_private as _private
 from keras_reg import rules
 from keras_reg._keras_private import flatten_layers
 from keras_reg._steps import retrace
-from keras_reg._validation import check_built_model, check_config_keys, check_float, check_int
+from keras_reg._validation import (
+    _fail,
+    check_built_model,
+    check_config_keys,
+    check_float,
+    check_int,
+)
 from keras_reg.attach import graph_layers, layer_filter
+from keras_reg.patterns import (
+    block_prune,
+    check_block_size,
+    check_m_by_n,
+    check_pooling,
+    m_by_n_prune,
+)
 from keras_reg.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
 # The schedules are re-exported so that the package imports pruning in one line.
@@ -32,6 +47,7 @@ __all__ = [
     "ConstantSparsity",
     "PolynomialDecay",
     "PruneLowMagnitude",
+    "freeze_pruning",
     "magnitude_prune",
     "prune_low_magnitude",
     "pruned_weights",
@@ -155,6 +171,30 @@ def _as_schedule(schedule, owner):
     return ConstantSparsity(sparsity, begin_step=0, end_step=-1, frequency=1)
 
 
+def _mask_key(variable):
+    """`query/kernel` for `model/mha/query/kernel`: a weight's name within its config owner."""
+    return "/".join(variable.path.split("/")[-2:])
+
+
+def _encode_zeros(zeros):
+    packed = np.packbits(np.asarray(zeros, dtype=bool).reshape(-1))
+    return {"shape": list(zeros.shape), "zeros": base64.b64encode(packed.tobytes()).decode("ascii")}
+
+
+def _decode_zeros(entry, owner):
+    try:
+        shape = tuple(int(d) for d in entry["shape"])
+        packed = np.frombuffer(base64.b64decode(entry["zeros"]), dtype=np.uint8)
+        size = int(np.prod(shape))
+        return np.unpackbits(packed, count=size).astype(bool).reshape(shape)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"The 'frozen' argument of {owner} must map weight names to "
+            "{'shape': [...], 'zeros': <base64 of the packed zero mask>} as "
+            f"keras_reg.freeze_pruning writes it ({error}). Received an entry: {entry!r}"
+        ) from None
+
+
 @keras.saving.register_keras_serializable(package="keras_reg")
 class PruneLowMagnitude(keras.constraints.Constraint):
     """A weight constraint that keeps the largest magnitudes, following a schedule.
@@ -168,12 +208,21 @@ class PruneLowMagnitude(keras.constraints.Constraint):
     With `axis`, whole groups (units, filters) are zeroed: `round(s * groups)`
     of them, smallest L2 norm first.
 
+    TFMOT's patterns (`keras_reg.patterns`): with `sparsity_m_by_n=(m, n)`,
+    every `n` consecutive input weights keep their `n - m` largest magnitudes,
+    from the first update on (TFMOT's m-by-n ignores the schedule, and so does
+    this: pass `schedule=None`); with `block_size=(r, c)`, exactly
+    `round(s * blocks)` whole blocks are zeroed, scored by the mean
+    (`block_pooling_type="AVG"`) or largest (`"MAX"`) magnitude.
+
     The projection is applied at every step, not only at pruning steps: this
     is projected gradient descent (iterative hard thresholding) on the k-sparse
     set. A pruned weight gets gradients and may come back if it outgrows a kept
     one (the count of zeros never changes between pruning steps), which
     TFMOT's fixed masks do not allow; it needs no mask variable, so it works
-    inside JAX's stateless train step.
+    inside JAX's stateless train step. `keras_reg.freeze_pruning` fixes the
+    zero set instead (`frozen`): then every weight that was zero stays zero,
+    and the others train freely.
 
     Pass it as a layer's `kernel_constraint` to write a pruned model, or let
     `keras_reg.prune_low_magnitude` attach it to an existing model. It runs
@@ -183,19 +232,86 @@ class PruneLowMagnitude(keras.constraints.Constraint):
 
     Args:
         schedule: a `keras_reg.PolynomialDecay` or `keras_reg.ConstantSparsity`,
-            or a float in [0, 1) for a constant target from the first update.
+            or a float in [0, 1) for a constant target from the first update;
+            `None` with `sparsity_m_by_n`.
         axis: `None` (default) for unstructured pruning, or the axis whose
             indices name the groups, as in `keras_reg.GroupLasso`.
+        sparsity_m_by_n: `None`, or `(m, n)` with `1 <= m < n`: at least `m`
+            zeros in every `n` consecutive input weights (TFMOT's 2:4).
+        block_size: `None` (or `(1, 1)`), or `(r, c)`: prune whole blocks of
+            the kernel seen as a matrix (TFMOT's `block_size`).
+        block_pooling_type: `"AVG"` (default) or `"MAX"`: how a block is scored.
+        frozen: `None`, or the frozen zero masks that `keras_reg.freeze_pruning`
+            writes (weight name -> packed mask); the schedule no longer applies.
 
     Examples:
         >>> layer = keras.layers.Dense(
         ...     64, kernel_constraint=keras_reg.PruneLowMagnitude(
         ...         keras_reg.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000)))
+        >>> two_four = keras.layers.Dense(
+        ...     64, kernel_constraint=keras_reg.PruneLowMagnitude(None, sparsity_m_by_n=(2, 4)))
     """
 
-    def __init__(self, schedule, axis=None):
-        self.schedule = _as_schedule(schedule, "PruneLowMagnitude")
-        self.axis = None if axis is None else check_int(axis, "axis", "PruneLowMagnitude")
+    def __init__(
+        self,
+        schedule,
+        axis=None,
+        sparsity_m_by_n=None,
+        block_size=None,
+        block_pooling_type="AVG",
+        frozen=None,
+    ):
+        owner = "PruneLowMagnitude"
+        self.sparsity_m_by_n = None
+        if sparsity_m_by_n is not None:
+            self.sparsity_m_by_n = check_m_by_n(sparsity_m_by_n, owner)
+        if self.sparsity_m_by_n is not None and schedule is not None:
+            raise ValueError(
+                f"The 'schedule' argument of {owner} must be None with sparsity_m_by_n: the m-by-n "
+                "pattern fixes the sparsity (m of every n) from the first update on, as TFMOT's "
+                f"does. Received: schedule={schedule!r}, sparsity_m_by_n={sparsity_m_by_n!r}"
+            )
+        self.schedule = None if self.sparsity_m_by_n else _as_schedule(schedule, owner)
+        self.axis = None if axis is None else check_int(axis, "axis", owner)
+        self.block_pooling_type = check_pooling(block_pooling_type, owner)
+        self.block_size = None
+        if block_size is not None:
+            self.block_size = check_block_size(block_size, owner)
+            if self.block_size == (1, 1):  # TFMOT's default: weight by weight
+                self.block_size = None
+        _check_one_pattern(self.axis, self.sparsity_m_by_n, self.block_size, owner)
+        self._frozen = None
+        if frozen is not None:
+            if not isinstance(frozen, dict) or not frozen:
+                _fail("frozen", owner, "None or a non-empty dict (see freeze_pruning)", frozen)
+            self._frozen = {key: _decode_zeros(entry, owner) for key, entry in frozen.items()}
+        # Variables, not constants: TensorFlow's graph holds a reference, not the mask. Made
+        # here, outside any traced step; JAX reads them as constants (they never change).
+        self._frozen_variables = {
+            key: keras.Variable(mask, dtype="bool", trainable=False, name="frozen_zeros")
+            for key, mask in (self._frozen or {}).items()
+        }
+
+    @property
+    def frozen(self):
+        """Whether the zero set is frozen (`keras_reg.freeze_pruning`)."""
+        return self._frozen is not None
+
+    def _frozen_mask(self, w):
+        key = _mask_key(w) if isinstance(w, keras.Variable) else None
+        masks = self._frozen
+        shape = tuple(w.shape)
+        if key not in masks and len(masks) == 1 and next(iter(masks.values())).shape == shape:
+            key = next(iter(masks))
+        if key not in masks or masks[key].shape != shape:
+            raise RuntimeError(
+                "This frozen keras_reg.PruneLowMagnitude holds zero masks for "
+                f"{sorted(masks)} ({[masks[k].shape for k in sorted(masks)]}), none for the "
+                f"weight {getattr(w, 'path', '')!r} of shape {shape}. Call "
+                "keras_reg.freeze_pruning(model) again to take the frozen zero set from the "
+                "kernels' zeros."
+            )
+        return self._frozen_variables[key]
 
     def __call__(self, w):
         optimizer = _private.applying_optimizer()
@@ -205,19 +321,42 @@ class PruneLowMagnitude(keras.constraints.Constraint):
                 "optimizer's apply() (model.fit, or optimizer.apply in a custom loop); it was "
                 f"called outside one, on a weight of shape {tuple(w.shape)}."
             )
+        value = w.value if isinstance(w, keras.Variable) else w
+        if self._frozen is not None:
+            return ops.where(self._frozen_mask(w).value, ops.zeros_like(value), value)
+        if self.sparsity_m_by_n is not None:
+            return m_by_n_prune(value, self.sparsity_m_by_n)
         if self.axis is not None:
             _check_axis(self.axis, tuple(w.shape), "PruneLowMagnitude")
-        value = w.value if isinstance(w, keras.Variable) else w
         target = self.schedule.target(optimizer.iterations + 1)
+        if self.block_size is not None:
+            return block_prune(value, target, self.block_size, self.block_pooling_type)
         # No cond for target 0: it prunes nothing, and a cond costs more than the projection.
         return magnitude_prune(value, target, self.axis)
 
+    def frozen_copy(self, zeros):
+        """A frozen copy of this constraint: `zeros` maps weight names to their zero masks."""
+        config = self.get_config()
+        config["frozen"] = {key: _encode_zeros(mask) for key, mask in zeros.items()}
+        return type(self).from_config(config)
+
     def get_config(self):
-        return {"schedule": keras.saving.serialize_keras_object(self.schedule), "axis": self.axis}
+        schedule = self.schedule
+        return {
+            "schedule": None if schedule is None else keras.saving.serialize_keras_object(schedule),
+            "axis": self.axis,
+            "sparsity_m_by_n": None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
+            "block_size": None if self.block_size is None else list(self.block_size),
+            "block_pooling_type": self.block_pooling_type,
+            "frozen": None
+            if self._frozen is None
+            else {key: _encode_zeros(mask) for key, mask in self._frozen.items()},
+        }
 
     @classmethod
     def from_config(cls, config):
-        check_config_keys(config, ("schedule", "axis"), "PruneLowMagnitude")
+        keys = ("schedule", "axis", "sparsity_m_by_n", "block_size", "block_pooling_type", "frozen")
+        check_config_keys(config, keys, "PruneLowMagnitude")
         config = dict(config)
         schedule = config.pop("schedule")
         if isinstance(schedule, dict):
@@ -225,11 +364,30 @@ class PruneLowMagnitude(keras.constraints.Constraint):
         return cls(schedule, **config)
 
 
-def _kernels(layer):
+def _check_one_pattern(axis, m_by_n, block_size, owner):
+    """Refuses two sparsity patterns at once (TFMOT silently lets m-by-n win)."""
+    given = [
+        (name, value)
+        for name, value in (("axis", axis), ("sparsity_m_by_n", m_by_n), ("block_size", block_size))
+        if value is not None
+    ]
+    if len(given) > 1:
+        (first, a), (second, b) = given[:2]
+        raise ValueError(
+            f"The '{second}' argument of {owner} cannot be combined with '{first}': each sets "
+            f"the pattern of the zeros (axis: whole units or filters; sparsity_m_by_n: m of "
+            f"every n input weights; block_size: whole blocks). Pass one. Received: "
+            f"{first}={a!r}, {second}={b!r}"
+        )
+
+
+def _kernels(layer, pattern=None):
     """`(variable, slot, why_not)` for each prunable kernel of `layer` (its own).
 
     `why_not` is `None` for a kernel that can be pruned, else why it cannot. A
     frozen kernel (`trainable=False`) is left out: no update ever changes it.
+    `pattern` names the m-by-n or block pattern asked for, if any: a kernel
+    without an input axis (the layer's rule says) cannot follow it.
     """
     if isinstance(layer, keras.Model):
         return []
@@ -255,10 +413,31 @@ def _kernels(layer):
                 f"`{name}_constraint` attribute that its config saves: add one, or register "
                 "a rule that names one with keras_reg.register_layer_rule"
             )
+        elif pattern and (len(variable.shape) < 2 or rule.input_axis(layer, name) is None):
+            why = (
+                f"{pattern} needs a kernel laid out (..., inputs, outputs), and this "
+                f"{type(layer).__name__} kernel of shape {tuple(variable.shape)} is not "
+                "(TFMOT takes only rank-2 and rank-4 kernels for it)"
+            )
         else:
             why = None
         found.append((variable, slot, why))
     return found
+
+
+def _config_owners(model):
+    """`{id(sub-layer): (layer, attribute)}` for the layers whose config holds their
+    sub-layers' kernel constraint (`MultiHeadAttention`: one `kernel_constraint` for
+    its query, key, value and output projections, rebuilt from it when loaded)."""
+    owners = {}
+    for layer in flatten_layers(model, include_self=True):
+        slot = getattr(rules.rule_for(layer), "sublayer_constraint", None)
+        if slot is None or isinstance(layer, keras.Model):
+            continue
+        attribute = _private.config_attribute(layer, slot)
+        for sub in flatten_layers(layer, include_self=False):
+            owners[id(sub)] = (layer, attribute)
+    return owners
 
 
 def _has_kernel(layer):
@@ -370,20 +549,179 @@ def _output_layers(model):
     return None if reached is None else reached[0]
 
 
-def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
-    """Prunes the kernels of a built model to a sparsity target during training, in place.
+def _resolve_target(schedule_or_sparsity, pruning_schedule, sparsity_m_by_n, owner):
+    """The constraint's schedule: the positional one or TFMOT's `pruning_schedule=`."""
+    if schedule_or_sparsity is not None and pruning_schedule is not None:
+        raise ValueError(
+            f"{owner} takes the schedule once: as `schedule_or_sparsity` or as "
+            "`pruning_schedule` (TFMOT's name). Received both: "
+            f"schedule_or_sparsity={schedule_or_sparsity!r}, pruning_schedule={pruning_schedule!r}"
+        )
+    schedule = pruning_schedule if schedule_or_sparsity is None else schedule_or_sparsity
+    if sparsity_m_by_n is not None:
+        if schedule is not None:
+            warnings.warn(
+                f"{owner}: sparsity_m_by_n={tuple(sparsity_m_by_n)!r} prunes m of every n input "
+                "weights from the first update on, and the schedule "
+                f"{schedule!r} is not used (TFMOT ignores it too). Leave it out to silence this "
+                "warning.",
+                stacklevel=3,
+            )
+        return None
+    if schedule is None:
+        raise ValueError(
+            f"{owner} needs a sparsity target: a schedule (keras_reg.PolynomialDecay, "
+            "keras_reg.ConstantSparsity), positional or as pruning_schedule=, a float in [0, 1) "
+            "for a constant target, or sparsity_m_by_n=(m, n). TFMOT's default, "
+            "ConstantSparsity(0.5, begin_step=0), is not assumed: pass it."
+        )
+    return _as_schedule(schedule, owner)
+
+
+def _pattern_name(constraint):
+    if constraint.sparsity_m_by_n is not None:
+        return f"sparsity_m_by_n={constraint.sparsity_m_by_n}"
+    if constraint.block_size is not None:
+        return f"block_size={constraint.block_size}"
+    return None
+
+
+def _prune_unbuilt_layer(layer, constraint, owner):
+    """Sets `constraint` in the slots that `layer`'s build will give its kernels."""
+    pattern = _pattern_name(constraint)
+    attached = []
+    for inner in flatten_layers(layer, include_self=True):
+        rule = rules.rule_for(inner)
+        slot = getattr(rule, "sublayer_constraint", None)
+        if slot is not None:
+            if pattern:
+                raise ValueError(
+                    f"{owner} cannot prune layer {inner.name!r} with {pattern}: its kernels "
+                    "are not laid out (..., inputs, outputs) (TFMOT refuses them too)."
+                )
+            attached.append((inner, _private.config_attribute(inner, slot)))
+            continue
+        if rule.weights_in_sublayer:
+            continue  # an RNN layer: the slots are its cell's
+        for name in rule.prunable_names(inner):
+            slot = rule.constraint_slot(inner, name)
+            if slot is None:
+                continue
+            if pattern and rule.input_axis(inner, name) is None:
+                raise ValueError(
+                    f"{owner} cannot prune the {name!r} of layer {inner.name!r} with {pattern}: "
+                    "it is not laid out (..., inputs, outputs)."
+                )
+            attached.append((inner, slot))
+    if not attached:
+        raise ValueError(
+            f"{owner} found no kernel to prune in layer {layer.name!r} "
+            f"({type(layer).__name__}): none of its kernels has a constraint slot (a "
+            "`kernel_constraint` attribute that its config saves). Add one, or register a rule "
+            "that names it with keras_reg.register_layer_rule."
+        )
+    for inner, slot in attached:
+        current = getattr(inner, slot)
+        if current is not None and not isinstance(current, PruneLowMagnitude):
+            raise ValueError(
+                f"{owner} cannot prune layer {inner.name!r}: it already has the constraint "
+                f"{current!r} in {slot}, and a weight has one constraint. Remove it first."
+            )
+    for inner, slot in attached:
+        setattr(inner, slot, constraint)
+    return layer
+
+
+def _choose(candidates, constraint, axis, outputs, owner):
+    """`(chosen, skipped, kept_outputs)` over the layers `candidates`."""
+    pattern = _pattern_name(constraint)
+    chosen, skipped, kept_outputs = [], [], []
+    for layer in candidates:
+        for variable, slot, why_not in _kernels(layer, pattern):
+            if why_not is not None:
+                skipped.append(f"{variable.path!r} ({why_not})")
+                continue
+            current = getattr(layer, slot)
+            if current is not None and not isinstance(current, PruneLowMagnitude):
+                raise ValueError(
+                    f"{owner} cannot prune {variable.path!r}: it already has the "
+                    f"constraint {current!r} in {layer.name}.{slot}, and a weight has one "
+                    "constraint. Remove it first, or leave this layer out with `layers=`."
+                )
+            if axis is not None:
+                try:
+                    units_axis = _check_axis(axis, tuple(variable.shape), owner)
+                except ValueError as error:
+                    raise ValueError(f"{error} (weight {variable.path!r})") from None
+                if units_axis == len(variable.shape) - 1 and any(o is layer for o in outputs):
+                    kept_outputs.append(layer.name)
+                    continue
+            chosen.append((layer, variable, slot))
+    return chosen, skipped, kept_outputs
+
+
+def _config_owner_slots(root, chosen, owner):
+    """The config owners (MultiHeadAttention) of the chosen kernels, all-or-none checked."""
+    owners = _config_owners(root)
+    picked = {}
+    for layer, variable, _ in chosen:
+        if id(layer) in owners:
+            parent, attribute = owners[id(layer)]
+            picked.setdefault(id(parent), (parent, attribute, set()))[2].add(id(variable))
+    out = []
+    for parent, attribute, variables in picked.values():
+        kernels = [
+            variable
+            for sub in flatten_layers(parent, include_self=False)
+            for variable, _, why_not in _kernels(sub)
+            if why_not is None
+        ]
+        if {id(v) for v in kernels} != variables:
+            raise ValueError(
+                f"{owner} cannot prune only some of the kernels of {type(parent).__name__} "
+                f"{parent.name!r}: its config keeps one kernel_constraint for all of "
+                f"{[v.path for v in kernels]}, so a saved model would lose the others' "
+                "pruning. Select the layer itself (all its projections) or none of them."
+            )
+        out.append((parent, attribute))
+    return out
+
+
+def prune_low_magnitude(
+    model,
+    schedule_or_sparsity=None,
+    layers=None,
+    axis=None,
+    *,
+    pruning_schedule=None,
+    sparsity_m_by_n=None,
+    block_size=None,
+    block_pooling_type="AVG",
+):
+    """Prunes the kernels of a built model (or of one layer) to a sparsity target, in place.
 
     Attaches a `keras_reg.PruneLowMagnitude` constraint to every kernel
-    (`kernel`, `embeddings`, `depthwise_kernel`, `pointwise_kernel`) of the
-    chosen layers, nested models included: after each optimizer update, each
-    such weight keeps exactly its `n - round(s * n)` largest magnitudes (or,
-    with `axis`, its largest groups by L2 norm), `s` following the schedule.
+    (`kernel`, `embeddings`, `depthwise_kernel`, `pointwise_kernel`, the
+    `kernel` and `recurrent_kernel` of LSTM, GRU and SimpleRNN cells, and the
+    query, key, value and output kernels of `MultiHeadAttention`) of the chosen
+    layers, nested models included: after each optimizer update, each such
+    weight keeps exactly its `n - round(s * n)` largest magnitudes (or, with
+    `axis`, its largest groups by L2 norm), `s` following the schedule.
     No callback is needed. The layers' configs record the constraint, so
     `model.save()` / `keras.saving.load_model` (after `import keras_reg`) keep
     it, and the step lives in the optimizer: a model saved mid-schedule goes
     on where it stopped. A compiled model's train function is reset, so the
     next `fit` traces the constraint in. `keras_reg.strip_pruning` removes it
     for export (and before `layer.enable_lora`, which refuses a constraint).
+
+    TFMOT's arguments are accepted under their names: `pruning_schedule=`
+    (the schedule), `sparsity_m_by_n=(2, 4)` (m zeros in every n consecutive
+    input weights, from the first update on; a schedule is then not used),
+    `block_size=(r, c)` with `block_pooling_type="AVG"` or `"MAX"` (whole
+    blocks, `round(s * blocks)` of them). TFMOT's per-layer form works too:
+    `prune_low_magnitude(keras.layers.Dense(64), ...)` returns the layer with
+    the constraint in its slots, to be used in a model definition (or a list
+    of layers, returned as a list).
 
     What `layers=None` leaves out:
 
@@ -397,14 +735,33 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
       has no graph to read, so it is refused: pass `layers=`.
     - kernels it cannot prune, with one warning naming them and why: a custom
       layer's kernel without a constraint slot (`kernel_constraint`; register
-      a rule with `keras_reg.register_layer_rule`), and a layer with LoRA
-      enabled (prune before `enable_lora`, or merge the LoRA factors first).
-      Named in `layers=`, such a layer is refused with a `ValueError`.
+      a rule with `keras_reg.register_layer_rule`), a layer with LoRA
+      enabled (prune before `enable_lora`, or merge the LoRA factors first),
+      and, with `sparsity_m_by_n` or `block_size`, a kernel not laid out
+      `(..., inputs, outputs)` (`MultiHeadAttention`'s). Named in `layers=`,
+      such a layer is refused with a `ValueError`.
     - frozen kernels (`trainable=False`): no update ever changes them.
 
+    Args:
+        model: a built `keras.Model`; or a layer (built or not), or a list of
+            layers, for TFMOT's per-layer form.
+        schedule_or_sparsity: a `keras_reg.PolynomialDecay` or
+            `keras_reg.ConstantSparsity`, or a float in [0, 1) for a constant
+            target from the first update.
+        layers: `None` (every layer), a list of layer names or layers, or a
+            callable `layer -> bool` (TFMOT's `pruning_policy`, in one line).
+        axis: `None` for weight-by-weight pruning, or the axis whose indices
+            are pruned whole (`-1`: units and filters).
+        pruning_schedule: TFMOT's name for `schedule_or_sparsity`.
+        sparsity_m_by_n: `(m, n)`, `1 <= m < n`: at least `m` zeros in every
+            `n` consecutive input weights (2:4 for NVIDIA's sparse tensor cores).
+        block_size: `(r, c)`: prune whole `r x c` blocks of each kernel seen as
+            a matrix (`(1, 1)`, TFMOT's default, is weight by weight).
+        block_pooling_type: `"AVG"` (default) or `"MAX"`: a block's score.
+
     Returns:
-        The same model, pruned in place (TFMOT's `prune_low_magnitude` returns
-        a new, wrapped one).
+        The same model (or layer, or list of layers), pruned in place
+        (TFMOT's `prune_low_magnitude` returns a new, wrapped one).
 
     Examples:
         >>> x = np.random.default_rng(0).normal(size=(64, 20)).astype("float32")
@@ -417,36 +774,40 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
         >>> _ = model.fit(x, y, epochs=1, verbose=0)
         >>> int(np.sum(keras.ops.convert_to_numpy(model.get_layer("d").kernel) == 0))  # of 200
         180
+        >>> dense = keras_reg.prune_low_magnitude(keras.layers.Dense(8), sparsity_m_by_n=(2, 4))
+        >>> dense.kernel_constraint.sparsity_m_by_n
+        (2, 4)
     """
     owner = "prune_low_magnitude"
-    check_built_model(model, owner)
-    schedule = _as_schedule(schedule_or_sparsity, owner)
+    if sparsity_m_by_n is not None:
+        sparsity_m_by_n = check_m_by_n(sparsity_m_by_n, owner)
+    schedule = _resolve_target(schedule_or_sparsity, pruning_schedule, sparsity_m_by_n, owner)
     if axis is not None:
         axis = check_int(axis, "axis", owner)
+    # Checked here too, so that a mistake names this function rather than the constraint.
+    m_by_n = sparsity_m_by_n
+    block = None if block_size is None else check_block_size(block_size, owner)
+    check_pooling(block_pooling_type, owner)
+    _check_one_pattern(axis, m_by_n, None if block == (1, 1) else block, owner)
+    constraint = PruneLowMagnitude(
+        schedule,
+        axis=axis,
+        sparsity_m_by_n=sparsity_m_by_n,
+        block_size=block_size,
+        block_pooling_type=block_pooling_type,
+    )
+    if isinstance(model, (list, tuple)) and model:
+        if not all(isinstance(item, keras.layers.Layer) for item in model):
+            _fail("model", owner, "a keras.Model, a layer or a list of layers", model)
+        return [_prune_layer(item, constraint, layers, owner) for item in model]
+    if isinstance(model, keras.layers.Layer) and not isinstance(model, keras.Model):
+        return _prune_layer(model, constraint, layers, owner)
+    check_built_model(model, owner)
     select = layer_filter(layers, model, "prune_low_magnitude")
     outputs = _protected_outputs(model) if layers is None and axis is not None else []
-    chosen, skipped, kept_outputs = [], [], []
-    for layer in _selected_layers(model, select):
-        for variable, slot, why_not in _kernels(layer):
-            if why_not is not None:
-                skipped.append(f"{variable.path!r} ({why_not})")
-                continue
-            current = getattr(layer, slot)
-            if current is not None and not isinstance(current, PruneLowMagnitude):
-                raise ValueError(
-                    f"prune_low_magnitude cannot prune {variable.path!r}: it already has the "
-                    f"constraint {current!r} in {layer.name}.{slot}, and a weight has one "
-                    "constraint. Remove it first, or leave this layer out with `layers=`."
-                )
-            if axis is not None:
-                try:
-                    units_axis = _check_axis(axis, tuple(variable.shape), owner)
-                except ValueError as error:
-                    raise ValueError(f"{error} (weight {variable.path!r})") from None
-                if units_axis == len(variable.shape) - 1 and any(o is layer for o in outputs):
-                    kept_outputs.append(layer.name)
-                    continue
-            chosen.append((layer, variable, slot))
+    chosen, skipped, kept_outputs = _choose(
+        _selected_layers(model, select), constraint, axis, outputs, owner
+    )
     if skipped and layers is not None:
         raise ValueError(
             f"prune_low_magnitude cannot prune these kernels of the layers chosen with "
@@ -471,11 +832,118 @@ def prune_low_magnitude(model, schedule_or_sparsity, layers=None, axis=None):
             f"prune_low_magnitude found no kernel to prune in model {model.name!r} with "
             f"layers={layers!r}: the filter matches no layer that has a kernel."
         )
-    constraint = PruneLowMagnitude(schedule, axis=axis)
+    _attach(model, chosen, constraint, owner)
+    retrace(model)  # a traced train step does not apply the new constraint
+    return model
+
+
+def _attach(root, chosen, constraint, owner):
+    parents = _config_owner_slots(root, chosen, owner)
     for layer, variable, slot in chosen:
         setattr(layer, slot, constraint)
         variable.constraint = constraint
-    retrace(model)  # a traced train step does not apply the new constraint
+    for parent, attribute in parents:
+        setattr(parent, attribute, constraint)
+
+
+def _prune_layer(layer, constraint, layers, owner):
+    """TFMOT's per-layer form: the layer's kernels (or slots, unbuilt) get `constraint`."""
+    if layers is not None:
+        raise ValueError(
+            f"The 'layers' argument of {owner} selects layers of a model; with a layer given "
+            f"({layer.name!r}), that layer is the selection. Received: layers={layers!r}"
+        )
+    if not layer.built:
+        return _prune_unbuilt_layer(layer, constraint, owner)
+    candidates = flatten_layers(layer, include_self=True)
+    chosen, skipped, _ = _choose(candidates, constraint, constraint.axis, [], owner)
+    if skipped:
+        raise ValueError(
+            f"{owner} cannot prune these kernels of layer {layer.name!r}: {'; '.join(skipped)}."
+        )
+    if not chosen:
+        raise ValueError(
+            f"{owner} found no kernel to prune in layer {layer.name!r} ({type(layer).__name__})."
+        )
+    _attach(layer, chosen, constraint, owner)
+    return layer
+
+
+def freeze_pruning(model):
+    """Fixes the zero set of every pruned kernel of `model`: what is zero now stays zero.
+
+    TFMOT's masks: after this, each kernel pruned by `prune_low_magnitude`
+    keeps exactly its current zeros through further training (the other
+    weights train freely, none is re-selected), on every backend. Call it when
+    pruning is done, before fine-tuning the pruned model (or anything that
+    must keep a fixed zero set, such as quantization). Each constraint is
+    replaced by a frozen `PruneLowMagnitude` that holds the zero masks in its
+    config, so `model.save()` / `load_model` keep them and training resumed
+    in another process keeps the same zeros. `strip_pruning` removes it as
+    any pruning constraint. A compiled model's train function is reset.
+
+    Args:
+        model: a built `keras.Model` with kernels pruned by `prune_low_magnitude`.
+
+    Returns:
+        The same model, its pruning frozen in place.
+
+    Examples:
+        >>> model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(10, name="d")])
+        >>> model = keras_reg.prune_low_magnitude(model, 0.5)
+        >>> model.compile("sgd", "mse")
+        >>> _ = model.fit(np.ones((8, 20)), np.ones((8, 10)), verbose=0)
+        >>> kernel = model.get_layer("d").kernel
+        >>> zeros = keras.ops.convert_to_numpy(kernel) == 0
+        >>> model = keras_reg.freeze_pruning(model)
+        >>> _ = model.fit(np.ones((8, 20)), np.ones((8, 10)), epochs=3, verbose=0)
+        >>> bool(np.array_equal(keras.ops.convert_to_numpy(kernel) == 0, zeros))
+        True
+    """
+    owner = "freeze_pruning"
+    check_built_model(model, owner)
+    owners = _config_owners(model)
+    groups = {}
+    for layer in flatten_layers(model, include_self=False):
+        if isinstance(layer, keras.Model):
+            continue
+        rule = rules.rule_for(layer)
+        for variable in _private.own_variables(layer):
+            constraint = getattr(variable, "constraint", None)
+            if not isinstance(constraint, PruneLowMagnitude):
+                continue
+            slot = rule.constraint_slot(layer, rules.weight_name(variable))
+            parent = owners.get(id(layer))
+            key = id(parent[0]) if parent else (id(layer), slot)
+            group = groups.setdefault(key, (parent, constraint, []))
+            group[2].append((layer, slot, variable))
+    if not groups:
+        raise ValueError(
+            f"freeze_pruning found no pruned kernel in model {model.name!r}: prune it with "
+            "keras_reg.prune_low_magnitude (and train) first."
+        )
+    dense = []
+    for parent, template, entries in groups.values():
+        zeros = {}
+        for _, _, variable in entries:
+            mask = ops.convert_to_numpy(variable) == 0
+            if not mask.any():
+                dense.append(variable.path)
+            zeros[_mask_key(variable)] = mask
+        frozen = template.frozen_copy(zeros)
+        for layer, slot, variable in entries:
+            if slot is not None:
+                setattr(layer, slot, frozen)
+            variable.constraint = frozen
+        if parent is not None:
+            setattr(parent[0], parent[1], frozen)
+    if dense:
+        warnings.warn(
+            f"freeze_pruning froze kernels without a single zero, which now stay dense: "
+            f"{dense}. Freeze after training with the schedule, once the zeros are there.",
+            stacklevel=2,
+        )
+    retrace(model)
     return model
 
 
@@ -528,6 +996,9 @@ def strip_pruning(model):
             slot = rule.constraint_slot(layer, rules.weight_name(variable))
             if slot and isinstance(getattr(layer, slot, None), PruneLowMagnitude):
                 setattr(layer, slot, None)
+    for parent, attribute in {id(o[0]): o for o in _config_owners(copy).values()}.values():
+        if isinstance(getattr(parent, attribute, None), PruneLowMagnitude):
+            setattr(parent, attribute, None)
     for variable in copy.weights:
         if isinstance(getattr(variable, "constraint", None), PruneLowMagnitude):
             variable.constraint = None

@@ -25,6 +25,9 @@ NOT_EXPORTED = {
     "shares; internal",
     "keras_reg.strength.model_regularizers": "StrengthScheduler's own lookup; internal",
     "keras_reg.report.rows_from_counts": "the row builder that cli.py shares; internal",
+    "keras_reg.patterns.check_m_by_n": "the argument check that pruning.py shares; internal",
+    "keras_reg.patterns.check_block_size": "the argument check that pruning.py shares; internal",
+    "keras_reg.patterns.check_pooling": "the argument check that pruning.py shares; internal",
 }
 
 

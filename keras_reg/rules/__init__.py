@@ -160,11 +160,13 @@ BUILTIN = {
         "its heads' projections are not followed yet",
         kernels=(),
         note="its `query`, `key`, `value`, `output` EinsumDense sub-layers' `kernel`",
+        sublayer_constraint="kernel_constraint",
     ),
     "GroupedQueryAttention": KeptWhole(
         "its heads' projections are not followed yet",
         kernels=(),
         note="its `query`, `key`, `value`, `output` EinsumDense sub-layers' `kernel`",
+        sublayer_constraint="kernel_constraint",
     ),
     "Attention": KeptWhole(_MIXES, kernels=(), note="none (a scalar `scale` at most)"),
     "AdditiveAttention": KeptWhole(_MIXES, kernels=(), note="none (a `scale` vector)"),
@@ -177,9 +179,15 @@ BUILTIN = {
     "RNN": KeptWhole(
         "a generic RNN runs any cell: its units are not known", kernels=(), note="its cell's"
     ),
-    "LSTMCell": KeptWhole(_CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights),
-    "GRUCell": KeptWhole(_CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights),
-    "SimpleRNNCell": KeptWhole(_CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights),
+    "LSTMCell": KeptWhole(
+        _CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights, prunable=_RNN_KERNELS
+    ),
+    "GRUCell": KeptWhole(
+        _CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights, prunable=_RNN_KERNELS
+    ),
+    "SimpleRNNCell": KeptWhole(
+        _CELL, kernels=_RNN_KERNELS, stored=_RECURRENT.stored_weights, prunable=_RNN_KERNELS
+    ),
     "StackedRNNCells": KeptWhole("a stack of cells", kernels=(), note="its cells'"),
     "Bidirectional": KeptWhole(_WRAPS, kernels=(), note=_WRAPPED),
     "TimeDistributed": KeptWhole(_WRAPS, kernels=(), note=_WRAPPED),

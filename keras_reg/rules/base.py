@@ -80,6 +80,9 @@ class LayerRule:
             sub-layer (an RNN layer's cell), which its own config describes.
         weighted: whether the layer has weights (the docs' table lists those first).
         note: what the docs' table says of the layer's kernels, if not `kernels`.
+        sublayer_constraint: the config key that holds the constraint of the
+            kernels of the layer's sub-layers, which the layer builds from it
+            (`MultiHeadAttention`'s `kernel_constraint`), or `None`.
     """
 
     kernels = None
@@ -88,6 +91,7 @@ class LayerRule:
     weights_in_sublayer = False
     weighted = True
     note = None
+    sublayer_constraint = None
     shrink = "kept whole: its channel semantics are unknown to shrink"
 
     # --- weights -------------------------------------------------------------------
@@ -120,6 +124,14 @@ class LayerRule:
             if hasattr(layer, slot):
                 return slot
         return None
+
+    def input_axis(self, layer, name):
+        """The axis of kernel `name` that reads the layer's inputs, or `None` if none does.
+
+        TFMOT's m-by-n and block patterns follow it (`sparsity_m_by_n` runs
+        along it); the default is -2, a kernel laid out `(..., inputs, outputs)`.
+        """
+        return -2
 
     def stored_weights(self, config):
         """The names of the weights a `.keras` file stores for a layer of this config.

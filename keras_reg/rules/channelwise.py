@@ -40,11 +40,25 @@ class KeptWhole(LayerRule):
         stored: function from the layer's config to its stored weight names.
         weighted: whether the layer has weights of its own or of sub-layers.
         note: what the docs' kernels column says instead of `kernels`.
+        prunable: names of the kernels `prune_low_magnitude` prunes (`None`:
+            all but `recurrent_kernel`).
+        sublayer_constraint: the config key holding its sub-layers' kernel
+            constraint (see `LayerRule`).
     """
 
-    def __init__(self, reason, kernels=None, stored=None, weighted=True, note=None):
+    def __init__(
+        self,
+        reason,
+        kernels=None,
+        stored=None,
+        weighted=True,
+        note=None,
+        prunable=None,
+        sublayer_constraint=None,
+    ):
         self.reason, self.kernels, self._stored = reason, kernels, stored
         self.weighted, self.note = weighted, note
+        self.prunable, self.sublayer_constraint = prunable, sublayer_constraint
         self.shrink = f"kept whole: {reason}"
 
     def stored_weights(self, config):

@@ -321,6 +321,9 @@ class EinsumDenseRule(DenseLike):
     def stored_weights(self, config):
         return ["kernel"] + (["bias"] if config.get("bias_axes") else [])
 
+    def input_axis(self, layer, name):
+        return -2 if self.parse(layer) is not None else None
+
     def output_slices(self, layer, units):
         out = [("kernel", -1, units[:, None])]
         return out + ([("bias", 0, units[:, None])] if layer.bias_axes else [])

@@ -28,6 +28,7 @@ class RecurrentRule(LayerRule):
     """
 
     kernels = ("kernel", "recurrent_kernel")
+    prunable = ("kernel", "recurrent_kernel")  # as TFMOT's registry prunes the cells
     opens_space = True
     weights_in_sublayer = True
     shrink = "units removed on the input, recurrent and output sides together"
