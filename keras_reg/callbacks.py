@@ -101,6 +101,7 @@ class SparsityLogger(keras.callbacks.Callback):
         self.report = None
         self._variables = None
         self._counter = None
+        self._exact = None
         self._writer = None
 
     @property
@@ -115,8 +116,10 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def _start(self):
         self._variables = _sparsity.select_weights(self.model, self.track, "SparsityLogger")
-        if self._counter is None:
-            self._counter = _sparsity.compiled_counter(self.threshold)
+        _, exact = _sparsity.read_values(self.model, self._variables)
+        if self._counter is None or exact != self._exact:
+            self._counter = _sparsity.compiled_counter(self.threshold, exact)
+            self._exact = exact
         if self.log_dir is not None and self._writer is None:
             import tensorflow as tf
 
@@ -129,8 +132,9 @@ class SparsityLogger(keras.callbacks.Callback):
         if self._variables is None:
             self._start()
         variables = self._variables
+        values, exact = _sparsity.read_values(self.model, variables)
         report = build_report(
-            [v.path for v in variables], [v.value for v in variables], self.threshold, self._counter
+            [v.path for v in variables], values, self.threshold, self._counter, exact
         )
         self.report = report
         if logs is not None:

@@ -198,11 +198,11 @@ def rows_from_counts(counted):
     return rows
 
 
-def build_report(paths, values, threshold, counter=None):
+def build_report(paths, values, threshold, counter=None, exact=()):
     """A `SparsityReport` of named tensors, counted by the one shared routine."""
     from keras_reg import _sparsity
 
-    counts = _sparsity.count_zeros(values, threshold, counter)
+    counts = _sparsity.count_zeros(values, threshold, counter, exact)
     shapes = [value.shape for value in values]
     return SparsityReport(rows_from_counts(zip(paths, shapes, counts, strict=True)), threshold)
 
@@ -256,4 +256,5 @@ def sparsity_report(model, threshold=0.0, track="kernels"):
     threshold = check_float(threshold, "threshold", "sparsity_report")
     track = _sparsity.check_track(track, "sparsity_report")
     variables = _sparsity.select_weights(model, track, "sparsity_report")
-    return build_report([v.path for v in variables], [v.value for v in variables], threshold)
+    values, exact = _sparsity.read_values(model, variables)
+    return build_report([v.path for v in variables], values, threshold, exact=exact)
