@@ -139,7 +139,8 @@ def main():
         print(
             f"| {r['mode']} | {r['pruned_zeros']:,} of {r['size']:,} | {r['stored_zeros']:,} "
             f"| {r['report_zeros']:,} | {r['kept']:,} of {r['pruned_zeros']:,} | {r['new']:,} "
-            f"| {r['call_zeros']:,} | {r['max_diff']:.4f} | {r['accuracy']:.4f} -> {r['q_accuracy']:.4f} |"
+            f"| {r['call_zeros']:,} | {r['max_diff']:.4f} "
+            f"| {r['accuracy']:.4f} -> {r['q_accuracy']:.4f} |"
         )
 
 

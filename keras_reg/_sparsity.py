@@ -212,9 +212,7 @@ def count_zeros(values, threshold, counter=None, exact=()):
     values = list(values)
     if not values:
         return []
-    flat = ops.convert_to_numpy(
-        (counter or (lambda v: _count_all(v, threshold, exact)))(values)
-    )
+    flat = ops.convert_to_numpy((counter or (lambda v: _count_all(v, threshold, exact)))(values))
     flat = flat.astype("int64")
     counts, start = [], 0
     for x in values:
