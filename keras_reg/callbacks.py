@@ -46,7 +46,10 @@ class SparsityLogger(keras.callbacks.Callback):
             bar). Defaults to `False`.
         track: which weights to count. `"kernels"` (default): every trainable
             weight of rank >= 2 (Dense and Conv kernels, embeddings; not biases
-            or normalization scales). `"regularized"`: every trainable weight
+            or normalization scales), and the kernels a layer froze itself: a
+            kernel quantized to int8 or int4 by `model.quantize` (counted by
+            its stored integers, exactly, as `sparsity_report` says), a kernel
+            under LoRA factors. `"regularized"`: every trainable weight
             with a regularizer (`w.regularizer is not None`). A callable: the
             weights `w` of `model.weights` for which `track(w)` is true. A list
             of weight paths (`w.path`, e.g. `"dense/kernel"`): those weights.

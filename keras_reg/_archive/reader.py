@@ -27,6 +27,13 @@ Dense, convolutions, EinsumDense, Embedding, recurrent layers and cells,
 Batch-, Group- and LayerNormalization; any other weight is named by its stored
 position: `my_block/vars/0`. So for models made of those layers the names
 equal `weight.path`, and a report of the file matches `sparsity_report(model)`.
+
+Layers quantized by Keras (`model.quantize`) store more weights, named from
+their dtype policy's mode (`keras_reg._archive.quantized`): an int8 kernel is
+counted as stored, an int4 kernel unpacked and minus its zero points, both
+exactly (a stored integer is a zero when it dequantizes to 0); scales and zero
+points are counted only with `min_rank=0`. A quantized layer whose stored
+layout is not known (gptq, awq, a custom class) is listed as skipped.
 """
 
 import json
