@@ -232,8 +232,10 @@ def _outputs_of_export(model, x, tmp_path):
     return np.asarray(loaded.serve(tf.constant(x)))
 
 
-def pruned_digits_cnn():
+@pytest.fixture(scope="module")
+def pruned_cnn():
     """A small conv net with whole zero filters and units, stripped of its pruning."""
+    keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(32, 8, 8, 1)).astype("float32")
     y = np.random.default_rng(1).integers(0, 4, size=32)
     model = keras.Sequential(
@@ -253,8 +255,8 @@ def pruned_digits_cnn():
 
 
 @pytest.mark.tensorflow_only(reason="model.export() writes a TensorFlow SavedModel")
-def test_export_of_stripped_and_shrunk_models(tmp_path):
-    model, x = pruned_digits_cnn()
+def test_export_of_stripped_and_shrunk_models(pruned_cnn, tmp_path):
+    model, x = pruned_cnn
     expected = keras.ops.convert_to_numpy(model(x))
     np.testing.assert_allclose(_outputs_of_export(model, x, tmp_path / "s"), expected, atol=1e-5)
     small = keras_reg.shrink(model)
@@ -265,10 +267,10 @@ def test_export_of_stripped_and_shrunk_models(tmp_path):
 @pytest.mark.tensorflow_only(reason="LiteRT export and its interpreter come with TensorFlow")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
-def test_litert_export_of_a_shrunk_model(tmp_path):
+def test_litert_export_of_a_shrunk_model(pruned_cnn, tmp_path):
     import tensorflow as tf
 
-    model, x = pruned_digits_cnn()
+    model, x = pruned_cnn
     small = keras_reg.shrink(model)
     path = str(tmp_path / "small.tflite")
     small.export(path, format="litert", verbose=False)
