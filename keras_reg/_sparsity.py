@@ -11,6 +11,7 @@ import os
 import keras
 from keras import ops
 
+from keras_reg import _quantized
 from keras_reg._counts import Counts
 
 TRACK_OPTIONS = ("kernels", "regularized")
@@ -61,7 +62,11 @@ def select_weights(model, track, owner):
         )
     weights = model.weights
     if track == "kernels":
-        chosen = [v for v in model.trainable_weights if len(v.shape) >= 2]
+        # The trainable kernels, and those a layer froze itself: a quantized
+        # int8/int4 kernel, the float kernel under LoRA factors.
+        keep = {id(v) for v in model.trainable_weights if len(v.shape) >= 2}
+        keep |= set(_quantized.frozen_kernels(model))
+        chosen = [v for v in weights if id(v) in keep]
     elif track == "regularized":
         chosen = [v for v in model.trainable_weights if getattr(v, "regularizer", None)]
     elif callable(track):
@@ -84,6 +89,18 @@ def select_weights(model, track, owner):
             f"weights{hint}. Received: track={track!r}"
         )
     return chosen
+
+
+def read_values(model, variables):
+    """`(values, exact)`: what the counter reads for each variable, and which count exactly.
+
+    A quantized int8 kernel is read as stored, an int4 kernel unpacked (minus
+    its zero points); their zeros are exact whatever the threshold (see
+    `keras_reg._quantized`). Any other variable is read as its value.
+    """
+    frozen = _quantized.frozen_kernels(model)
+    pairs = [_quantized.counted_value(v, frozen) for v in variables]
+    return [value for value, _ in pairs], tuple(exact for _, exact in pairs)
 
 
 def _zero_count(mask, axis=None):
@@ -142,11 +159,14 @@ def _segment(x, threshold):
     return ops.concatenate([ops.stack([zero_inputs, zero_units]), zeros])
 
 
-def _count_all(values, threshold):
-    return ops.concatenate([_segment(x, threshold) for x in values])
+def _count_all(values, threshold, exact=()):
+    exact = tuple(exact) or (False,) * len(values)
+    return ops.concatenate(
+        [_segment(x, 0.0 if e else threshold) for x, e in zip(values, exact, strict=True)]
+    )
 
 
-def compiled_counter(threshold):
+def compiled_counter(threshold, exact=()):
     """`_count_all` compiled once for the backend: one device call per epoch.
 
     TensorFlow gets a plain `tf.function` (on CPU, `jit_compile=True` measured
@@ -154,7 +174,7 @@ def compiled_counter(threshold):
     """
 
     def counter(values):
-        return _count_all(values, threshold)
+        return _count_all(values, threshold, exact)
 
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -168,7 +188,7 @@ def compiled_counter(threshold):
     return counter
 
 
-def count_zeros(values, threshold, counter=None):
+def count_zeros(values, threshold, counter=None, exact=()):
     """Counts, for each tensor, `|x| <= threshold` and the all-zero inputs and units.
 
     Inputs are the slices along axis -2 (input features of a Dense kernel,
@@ -180,8 +200,10 @@ def count_zeros(values, threshold, counter=None):
     Args:
         values: list of tensors, arrays or variable values.
         threshold: non-negative float.
-        counter: a function from `compiled_counter(threshold)`, or `None` to run
-            the ops eagerly (best for a one-off count).
+        counter: a function from `compiled_counter(threshold, exact)`, or `None`
+            to run the ops eagerly (best for a one-off count).
+        exact: one bool per tensor (or empty for all `False`): `True` counts
+            that tensor's exact zeros whatever the threshold (integer kernels).
 
     Returns:
         A list of `Counts(zeros, zero_inputs, zero_units)` of Python ints;
@@ -190,7 +212,7 @@ def count_zeros(values, threshold, counter=None):
     values = list(values)
     if not values:
         return []
-    flat = ops.convert_to_numpy((counter or (lambda v: _count_all(v, threshold)))(values))
+    flat = ops.convert_to_numpy((counter or (lambda v: _count_all(v, threshold, exact)))(values))
     flat = flat.astype("int64")
     counts, start = [], 0
     for x in values:

@@ -46,7 +46,10 @@ class SparsityLogger(keras.callbacks.Callback):
             bar). Defaults to `False`.
         track: which weights to count. `"kernels"` (default): every trainable
             weight of rank >= 2 (Dense and Conv kernels, embeddings; not biases
-            or normalization scales). `"regularized"`: every trainable weight
+            or normalization scales), and the kernels a layer froze itself: a
+            kernel quantized to int8 or int4 by `model.quantize` (counted by
+            its stored integers, exactly, as `sparsity_report` says), a kernel
+            under LoRA factors. `"regularized"`: every trainable weight
             with a regularizer (`w.regularizer is not None`). A callable: the
             weights `w` of `model.weights` for which `track(w)` is true. A list
             of weight paths (`w.path`, e.g. `"dense/kernel"`): those weights.
@@ -101,6 +104,7 @@ class SparsityLogger(keras.callbacks.Callback):
         self.report = None
         self._variables = None
         self._counter = None
+        self._exact = None
         self._writer = None
 
     @property
@@ -115,8 +119,10 @@ class SparsityLogger(keras.callbacks.Callback):
 
     def _start(self):
         self._variables = _sparsity.select_weights(self.model, self.track, "SparsityLogger")
-        if self._counter is None:
-            self._counter = _sparsity.compiled_counter(self.threshold)
+        _, exact = _sparsity.read_values(self.model, self._variables)
+        if self._counter is None or exact != self._exact:
+            self._counter = _sparsity.compiled_counter(self.threshold, exact)
+            self._exact = exact
         if self.log_dir is not None and self._writer is None:
             import tensorflow as tf
 
@@ -129,8 +135,9 @@ class SparsityLogger(keras.callbacks.Callback):
         if self._variables is None:
             self._start()
         variables = self._variables
+        values, exact = _sparsity.read_values(self.model, variables)
         report = build_report(
-            [v.path for v in variables], [v.value for v in variables], self.threshold, self._counter
+            [v.path for v in variables], values, self.threshold, self._counter, exact
         )
         self.report = report
         if logs is not None:

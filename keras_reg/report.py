@@ -198,11 +198,11 @@ def rows_from_counts(counted):
     return rows
 
 
-def build_report(paths, values, threshold, counter=None):
+def build_report(paths, values, threshold, counter=None, exact=()):
     """A `SparsityReport` of named tensors, counted by the one shared routine."""
     from keras_reg import _sparsity
 
-    counts = _sparsity.count_zeros(values, threshold, counter)
+    counts = _sparsity.count_zeros(values, threshold, counter, exact)
     shapes = [value.shape for value in values]
     return SparsityReport(rows_from_counts(zip(paths, shapes, counts, strict=True)), threshold)
 
@@ -217,12 +217,19 @@ def sparsity_report(model, threshold=0.0, track="kernels"):
     output units, filters). The counting is
     the one `keras_reg.SparsityLogger` logs every epoch.
 
+    A kernel quantized to int8 or int4 (`model.quantize`) is counted by its
+    stored integers: int8 as stored, int4 unpacked to its `(rows, columns)`;
+    an element is zero when it dequantizes to exactly 0 (it equals its zero
+    point), whatever `threshold`.
+
     Args:
         model: a built Keras model (or layer).
         threshold: non-negative float. Defaults to `0.0`: exact zeros only.
         track: which weights to count. `"kernels"` (default): every trainable
             weight of rank >= 2 (kernels, embeddings; not biases or
-            normalization scales). `"regularized"`: every trainable weight
+            normalization scales), and the kernels a layer froze itself: the
+            int8 or int4 kernel of a layer quantized by `model.quantize`, the
+            kernel under a layer's LoRA factors. `"regularized"`: every trainable weight
             with a regularizer. A callable: the weights `w` of `model.weights`
             for which `track(w)` is true. A list of weight paths
             (`weight.path`): those weights, in that order.
@@ -256,4 +263,5 @@ def sparsity_report(model, threshold=0.0, track="kernels"):
     threshold = check_float(threshold, "threshold", "sparsity_report")
     track = _sparsity.check_track(track, "sparsity_report")
     variables = _sparsity.select_weights(model, track, "sparsity_report")
-    return build_report([v.path for v in variables], [v.value for v in variables], threshold)
+    values, exact = _sparsity.read_values(model, variables)
+    return build_report([v.path for v in variables], values, threshold, exact=exact)

@@ -27,6 +27,13 @@ Dense, convolutions, EinsumDense, Embedding, recurrent layers and cells,
 Batch-, Group- and LayerNormalization; any other weight is named by its stored
 position: `my_block/vars/0`. So for models made of those layers the names
 equal `weight.path`, and a report of the file matches `sparsity_report(model)`.
+
+Layers quantized by Keras (`model.quantize`) store more weights, named from
+their dtype policy's mode (`keras_reg._archive.quantized`): an int8 kernel is
+counted as stored, an int4 kernel unpacked and minus its zero points, both
+exactly (a stored integer is a zero when it dequantizes to 0); scales and zero
+points are counted only with `min_rank=0`. A quantized layer whose stored
+layout is not known (gptq, awq, a custom class) is listed as skipped.
 """
 
 import json
@@ -42,6 +49,7 @@ import zipfile
 import h5py
 import numpy as np
 
+from keras_reg._archive import quantized
 from keras_reg._archive.blocks import BLOCK, count_blocks
 from keras_reg.rules import rule_for_config
 
@@ -328,8 +336,12 @@ def _layer_configs(config):
     return found
 
 
-def _weight_names(layer, shapes):
-    """The names of a Keras layer's stored weights, from its layer rule, or None where unsure."""
+def _weight_names(layer, shapes, mode=None, block_size=None):
+    """The names of a Keras layer's stored weights, from its layer rule, or None where unsure.
+
+    A layer quantized by Keras (`mode`, from `quantized.layer_mode`) stores
+    more weights, named by `quantized.stored_names`.
+    """
     if layer is None or any(shape is None for shape in shapes):
         return None
     rule = rule_for_config(layer)  # None for a custom class: its weights may be anything
@@ -337,7 +349,9 @@ def _weight_names(layer, shapes):
     if rule is None or not isinstance(cfg, dict):
         return None
     names = rule.stored_weights(cfg)
-    # A quantized or otherwise extended layer stores more: fall back to positions.
+    if names is not None and mode is not None:
+        names = quantized.stored_names(layer, names, mode, block_size)
+    # An otherwise extended layer stores more: fall back to positions.
     if (
         names is None
         or len(names) != len(shapes)
@@ -469,7 +483,22 @@ class _Walker:
             parent = self.layers.get(chain[-2])
             rule = rule_for_config(parent[1]) if parent else None
             entry = parent if rule is not None and rule.weights_in_sublayer else None
-        names = _weight_names(entry[1] if entry else None, [ds.shape for _, ds in datasets])
+        layer = entry[1] if entry else None
+        mode, block_size = quantized.layer_mode(layer)
+        names = _weight_names(layer, [ds.shape for _, ds in datasets], mode, block_size)
+        if names is None and mode not in (None, "float8"):
+            # Packed or integer weights of a layout this reader does not know:
+            # counting their bytes as weights would give wrong numbers.
+            kind = layer.get("class_name") if isinstance(layer, dict) else None
+            for key, ds in datasets:
+                name = f"{prefix}/vars/{key}"
+                self._once(ds, name)
+                self.skipped.append(
+                    (name, f"a {mode}-quantized {kind} layer's weight, of a layout not read")
+                )
+            return
+        kernel = names[0] if names and mode is not None else None
+        stored = dict(zip(names, (ds for _, ds in datasets), strict=True)) if kernel else {}
         for i, (key, ds) in enumerate(datasets):
             name = f"{prefix}/{names[i] if names else f'vars/{key}'}"
             self._once(ds, name)
@@ -479,8 +508,50 @@ class _Walker:
             if reason is not None:
                 self.skipped.append((name, reason))
                 continue
+            if kernel is not None and names[i] not in (kernel, "bias") and self.min_rank > 0:
+                continue  # scales and zero points: counted with --all only
             self._check_size(ds, key)
+            if kernel is not None and names[i] == kernel and mode in ("int8", "int4"):
+                counted = self._count_quantized(ds, mode, layer, stored, kernel, name)
+                if counted is not None:
+                    self.counted.append(counted)
+                continue
             self.counted.append((name, tuple(int(d) for d in ds.shape), self._count(ds)))
+
+    def _count_quantized(self, ds, mode, layer, stored, kernel, name):
+        """`(name, shape, Counts)` of an int8 or int4 kernel: its exact zeros.
+
+        A stored integer that dequantizes to 0 (0, or its group's zero point)
+        is a zero, whatever the threshold. An int4 kernel is counted unpacked,
+        as its `(rows, columns)`.
+        """
+        if ds.dtype != np.int8:
+            self.skipped.append((name, f"a {mode} kernel stored as {ds.dtype}, not int8"))
+            return None
+        if mode == "int8":
+            return name, tuple(int(d) for d in ds.shape), self._count(ds, threshold=0.0)
+        cfg = layer.get("config", {})
+        zero = stored.get(f"{kernel}_zero")
+        g_idx = stored.get("g_idx")
+        try:
+            if kernel == "embeddings":
+                columns = cfg.get("output_dim")
+            else:
+                columns = stored[f"{kernel}_scale"].shape[-1]
+            if not isinstance(columns, int) or len(ds.shape) != 2:
+                raise ValueError("its shape does not fit its layer")
+            if ds.shape[1] != (columns + 1) // 2:
+                raise ValueError(f"{ds.shape[1]} packed columns do not hold {columns}")
+            if zero is not None:
+                for extra in (zero, g_idx):
+                    if extra.size * extra.dtype.itemsize > self.file_size:
+                        raise _Refused(f"{name}'s zero points hold more data than the file")
+                zero, g_idx = np.asarray(zero[()]), np.asarray(g_idx[()])
+            reader = quantized.Int4Kernel(ds, columns, zero, g_idx, kernel == "embeddings")
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            self.skipped.append((name, f"an int4 kernel that cannot be unpacked ({exc})"))
+            return None
+        return name, reader.shape, count_blocks(reader.read, reader.shape, 0.0)
 
     def _check_size(self, ds, key):
         if ds.chunks is not None and ds.id.get_create_plist().get_nfilters():
@@ -540,10 +611,11 @@ class _Walker:
 
         return read
 
-    def _count(self, ds):
+    def _count(self, ds, threshold=None):
+        threshold = self.threshold if threshold is None else threshold
         direct = None if _is_bfloat16(ds) else self._direct(ds)
         if direct is not None:
-            return count_blocks(direct, ds.shape, self.threshold)
+            return count_blocks(direct, ds.shape, threshold)
         if _is_bfloat16(ds):
             import ml_dtypes
 
@@ -554,4 +626,4 @@ class _Walker:
             def read(index):
                 return np.asarray(ds[index])
 
-        return count_blocks(read, ds.shape, self.threshold)
+        return count_blocks(read, ds.shape, threshold)
