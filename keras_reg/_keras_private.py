@@ -223,3 +223,17 @@ def model_metrics(model):
     if not hasattr(model, "_metrics"):
         raise _missing("Trainer._metrics")
     return model._metrics
+
+
+# --- the compiled loss (regularization_path, max_strength) -----------------------------------
+
+
+def compiled_loss(model):
+    """The loss `compile` built (`Trainer._compile_loss`): `fn(y_true, y_pred)`, no penalties.
+
+    `Trainer.compute_loss` adds the penalties (`model.losses`) to it; the path
+    scores held-out data and takes the data gradient with this part alone.
+    """
+    if not hasattr(model, "_compile_loss"):
+        raise _missing("Trainer._compile_loss")
+    return model._compile_loss
