@@ -25,7 +25,8 @@ and `Sequential._functional` (the graph `shrink` reads and reruns); the modules
 their graph operations; Keras' name-scope stack (`global_state`
 "name_scope_stack", whose scopes name their `caller`: the optimizer whose
 `apply` runs, for pruning constraints); `Variable._value` and `Trainer._metrics`
-(StrengthScheduler's scales ride in the metric state on JAX).
+(StrengthScheduler's scales ride in the metric state on JAX); `Trainer._compile_loss` (the
+compiled loss without the penalties: `max_strength`'s gradient, `regularization_path`'s score).
 `tests/test_keras_private.py` checks every one of them against the installed Keras.
 """
 
