@@ -121,4 +121,4 @@ bench-tfmot: $(STAMP) $(TFMOT_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(KERAS_MIN_VENV) $(TFMOT_VENV) $(DOCS_VENV) \
-		build dist *.egg-info demo_output bench_output site strength_sweep_output
+		build dist *.egg-info demo_output bench_output site strength_path_output

@@ -34,6 +34,7 @@ SECTIONS = (
     "report",
     "shrink",
     "channels",
+    "path",
 )
 
 
@@ -199,7 +200,7 @@ def main(argv=None):
     start = time.perf_counter()
     import tensorflow as tf
 
-    from benchmarks import _harness, channels, hooks, shrink, sparsity, train_steps
+    from benchmarks import _harness, channels, hooks, path, shrink, sparsity, train_steps
 
     # Every section builds many models on purpose; TF's "N out of the last N calls
     # triggered retracing" warning counts first traces of distinct models.
@@ -223,6 +224,7 @@ def main(argv=None):
         "backends": train_steps.backends,
         "report": hooks.report_vs_h5py,
         "channels": channels.speed_up_2,
+        "path": path.warm_vs_cold,
         "shrink": lambda cfg, log: (
             hooks.shrink_vs_clone(cfg, log)
             + hooks.shrunk_vs_direct(cfg, log)

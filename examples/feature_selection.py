@@ -301,6 +301,33 @@ def plot_heatmap(plt, results, feature_names, path):
     plt.close(fig)
 
 
+def strength_path(data, quick):
+    """A short regularization path: L1 from max_strength down, warm starts, scored on x_val."""
+    x_train, x_val, y_train, y_val, _ = data
+    keras.utils.set_random_seed(SEED)
+    model = build_model(x_train.shape[1], keras_reg.L1(0.01))
+    model.compile(keras_reg.Proximal(keras.optimizers.Adam(1e-2)), "binary_crossentropy")
+    path = keras_reg.regularization_path(
+        model,
+        x_train,
+        y_train,
+        n_strengths=5,
+        eps=1e-2,
+        epochs=2 if quick else 5,
+        batch_size=32,
+        validation_data=(x_val, y_val),
+        verbose=0,
+    )
+    print(
+        "\nWhich strength? keras_reg.regularization_path trains L1 + Proximal along a log grid "
+        "from\nkeras_reg.max_strength down, each point starting from the previous one (warm "
+        "starts),\nscored on the validation part (docs/choosing-a-strength.md adds "
+        "cross-validation):"
+    )
+    print(path)
+    return path
+
+
 def main(quick=False, out="demo_output"):
     start = time.perf_counter()
     data = _common.breast_cancer(seed=SEED)
@@ -362,6 +389,8 @@ def main(quick=False, out="demo_output"):
                 f"largest output difference {s['max_abs_diff']:.1e}"
             )
 
+    path = strength_path(data, quick)
+
     plt = _common.pyplot()
     figures = {
         "sparsity": os.path.join(out, "sparsity_per_epoch.png"),
@@ -394,6 +423,7 @@ def main(quick=False, out="demo_output"):
             | ({"shrunk": r["shrunk"]} if "shrunk" in r else {})
             for r in results
         ],
+        "path": path.to_dict(),
         "figures": figures,
     }
     with open(os.path.join(out, "summary.json"), "w") as f:

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr
     from keras_reg.callbacks import SparsityLogger  # noqa: F401
     from keras_reg.optimizers import Proximal  # noqa: F401
     from keras_reg.patterns import is_pruned_m_by_n  # noqa: F401
+    from keras_reg.path import max_strength, regularization_path  # noqa: F401
+    from keras_reg.path_result import RegularizationPath  # noqa: F401
     from keras_reg.pruning import (  # noqa: F401
         ConstantSparsity,
         PolynomialDecay,
@@ -78,6 +80,7 @@ _EXPORTS = {
     "PolynomialDecay": "pruning",
     "Proximal": "optimizers",
     "PruneLowMagnitude": "pruning",
+    "RegularizationPath": "path_result",
     "ShrinkPlan": "shrinking",
     "SparseGroupLasso": "regularizers",
     "SparsityLogger": "callbacks",
@@ -90,12 +93,14 @@ _EXPORTS = {
     "l1": "regularizers",
     "l1_l2": "regularizers",
     "l2": "regularizers",
+    "max_strength": "path",
     "plan_channels": "shrinking",
     "plan_shrink": "shrinking",
     "patterns": "",
     "prox": "",
     "prune_channels": "shrinking",
     "prune_low_magnitude": "pruning",
+    "regularization_path": "path",
     "register_layer_rule": "rules",
     "rules": "",
     "shrink": "shrinking",

@@ -26,7 +26,8 @@ and reruns); the modules
 their graph operations; Keras' name-scope stack (`global_state`
 "name_scope_stack", whose scopes name their `caller`: the optimizer whose
 `apply` runs, for pruning constraints); `Variable._value` and `Trainer._metrics`
-(StrengthScheduler's scales ride in the metric state on JAX).
+(StrengthScheduler's scales ride in the metric state on JAX); `Trainer._compile_loss` (the
+compiled loss without the penalties: `max_strength`'s gradient, `regularization_path`'s score).
 `tests/test_keras_private.py` checks every one of them against the installed Keras.
 """
 
@@ -233,3 +234,17 @@ def model_metrics(model):
     if not hasattr(model, "_metrics"):
         raise _missing("Trainer._metrics")
     return model._metrics
+
+
+# --- the compiled loss (regularization_path, max_strength) -----------------------------------
+
+
+def compiled_loss(model):
+    """The loss `compile` built (`Trainer._compile_loss`): `fn(y_true, y_pred)`, no penalties.
+
+    `Trainer.compute_loss` adds the penalties (`model.losses`) to it; the path
+    scores held-out data and takes the data gradient with this part alone.
+    """
+    if not hasattr(model, "_compile_loss"):
+        raise _missing("Trainer._compile_loss")
+    return model._compile_loss

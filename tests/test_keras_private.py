@@ -26,6 +26,7 @@ def test_no_private_keras_name_outside_the_one_module():
         *private.GRAPH_NAMES,
         "_get_variable_index",
         "_iterations",
+        "_compile_loss",
     )
     pattern = re.compile(r"keras\.src|" + "|".join(rf"\.{re.escape(n)}\b" for n in names))
     offenders = []
@@ -91,6 +92,9 @@ def test_layer_names_exist_in_this_keras():
     private.set_variable_value(variable, stored)
     assert keras.ops.convert_to_numpy(private.variable_value(variable)).tolist() == [1.0, 1.0]
     assert isinstance(private.model_metrics(model), list)
+    model.compile("sgd", "mse")
+    loss = private.compiled_loss(model)(np.ones((2, 2), "float32"), np.zeros((2, 2), "float32"))
+    assert float(keras.ops.convert_to_numpy(loss)) == 1.0
 
 
 def test_scale_loss_matches_keras_own_outside_distribution():
