@@ -29,9 +29,9 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, `__getattr
     from keras_reg.attach import apply_regularizer  # noqa: F401
     from keras_reg.callbacks import SparsityLogger  # noqa: F401
     from keras_reg.optimizers import Proximal  # noqa: F401
-    from keras_reg.patterns import is_pruned_m_by_n  # noqa: F401
     from keras_reg.path import max_strength, regularization_path  # noqa: F401
     from keras_reg.path_result import RegularizationPath  # noqa: F401
+    from keras_reg.patterns import is_pruned_m_by_n  # noqa: F401
     from keras_reg.pruning import (  # noqa: F401
         ConstantSparsity,
         PolynomialDecay,
