@@ -75,13 +75,13 @@ doctest: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-inst
 	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
 
 test-tf: $(STAMP)
-	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) --durations=10
 
 test-jax: $(JAX_VENV)/.keras_reg-installed
-	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider --durations=10
 
 test-torch: $(TORCH_VENV)/.keras_reg-installed
-	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider
+	KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider --durations=10
 
 test-keras-min: $(KERAS_MIN_VENV)/.keras_reg-installed
 	KERAS_BACKEND=jax $(KERAS_MIN_VENV)/bin/python -m pytest -p no:cacheprovider

@@ -18,6 +18,15 @@ RNG = np.random.default_rng(0)
 # The PyTorch backend runs one step per call.
 STEPS_PER_EXECUTION = 1 if keras.backend.backend() == "torch" else 100
 
+# Convergence to scikit-learn's solution takes 3000 full-batch steps. On PyTorch each is a Python
+# round trip (no steps_per_execution), 25-35 s a test, about 100 s of the suite. The step itself
+# is checked against NumPy's ISTA on every backend (test_one_sgd_step_is_ista), and 3000 of them
+# on TensorFlow and JAX: PyTorch would repeat a checked step.
+converges_like_scikit_learn = pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="3000 uncompiled steps; the step is checked against ISTA on PyTorch too",
+)
+
 
 def diabetes():
     x, y = load_diabetes(return_X_y=True)
@@ -78,6 +87,7 @@ def test_one_sgd_step_is_ista(reg):
     ],
     ids=["L1", "keras-L1", "ElasticNet"],
 )
+@converges_like_scikit_learn
 def test_full_batch_proximal_sgd_matches_scikit_learn(make_reg, make_sklearn):
     x, y = diabetes()
     model = linear(10, 1, make_reg())
@@ -94,6 +104,7 @@ def test_full_batch_proximal_sgd_matches_scikit_learn(make_reg, make_sklearn):
     assert 0 < (w == 0).sum() < len(w)
 
 
+@converges_like_scikit_learn
 def test_group_lasso_matches_multitask_lasso():
     x, y = make_regression(
         n_samples=200, n_features=12, n_informative=4, n_targets=3, noise=5.0, random_state=0
