@@ -160,3 +160,16 @@ def load_example(name):
             if origin.startswith(str(EXAMPLES)):
                 del sys.modules[added]
     return module
+
+
+def count_traces(model):
+    """Counts the calls of `model.train_step`: one per trace where the step is compiled."""
+    calls = []
+    train_step = model.train_step
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return train_step(*args, **kwargs)
+
+    model.train_step = counted
+    return calls

@@ -11,7 +11,7 @@ from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
 
 import keras_reg
-from helpers import numpy_prox, to_numpy
+from helpers import count_traces, numpy_prox, to_numpy
 
 BACKEND = keras.backend.backend()
 
@@ -206,18 +206,6 @@ def data(n=60):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 8)).astype("float32")
     return x, (x[:, :2] @ np.array([[1.0], [-0.5]], "float32")).astype("float32")
-
-
-def count_traces(model):
-    calls = []
-    train_step = model.train_step
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return train_step(*args, **kwargs)
-
-    model.train_step = counted
-    return calls
 
 
 def test_one_trace_for_the_whole_path_and_the_model_is_restored():

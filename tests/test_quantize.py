@@ -142,10 +142,10 @@ def test_all_flag_counts_scales_by_name(tmp_path, capsys):
             assert got[path_]["zeros"] == int((value == 0).sum()), path_
 
 
-def test_prune_strip_quantize_then_report(tmp_path):
-    """The issue's scenario: pruned, stripped, quantized to int8, then reported."""
+def pruned_dense_model(informative):
+    """Dense(8) -> Dense(1) pruned to 0.5 and trained one epoch on `informative` useful inputs."""
     x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
-    y = x[:, :2].sum(axis=1, keepdims=True)
+    y = x[:, :informative].sum(axis=1, keepdims=True)
     model = keras.Sequential(
         [keras.Input((16,)), keras.layers.Dense(8, name="a"), keras.layers.Dense(1, name="b")],
         name="s",
@@ -153,6 +153,12 @@ def test_prune_strip_quantize_then_report(tmp_path):
     keras_reg.prune_low_magnitude(model, 0.5)
     model.compile("adam", "mse")
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    return x, y, model
+
+
+def test_prune_strip_quantize_then_report(tmp_path):
+    """The issue's scenario: pruned, stripped, quantized to int8, then reported."""
+    x, y, model = pruned_dense_model(informative=2)
     model = keras_reg.strip_pruning(model)
     pruned = {v.path: keras.ops.convert_to_numpy(v) == 0 for v in model.weights if v.ndim == 2}
     model.quantize("int8")
@@ -189,15 +195,7 @@ def test_sparsity_logger_on_a_quantized_model(mode):
 
 def test_lora_on_a_pruned_model(tmp_path):
     """strip_pruning, then enable_lora: the zeros stay in the frozen kernel; the merge is dense."""
-    x = np.random.default_rng(0).normal(size=(64, 16)).astype("float32")
-    y = x[:, :3].sum(axis=1, keepdims=True)
-    model = keras.Sequential(
-        [keras.Input((16,)), keras.layers.Dense(8, name="a"), keras.layers.Dense(1, name="b")],
-        name="s",
-    )
-    keras_reg.prune_low_magnitude(model, 0.5)
-    model.compile("adam", "mse")
-    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    x, y, model = pruned_dense_model(informative=3)
     # The trap: Keras refuses LoRA on a layer with a constraint (the pruning constraint).
     with pytest.raises(ValueError, match="Lora is incompatible with kernel constraints"):
         model.get_layer("a").enable_lora(4)

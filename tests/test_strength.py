@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_reg
-from helpers import REGULARIZERS, numpy_penalty, numpy_prox, reg_id, to_numpy
+from helpers import REGULARIZERS, count_traces, numpy_penalty, numpy_prox, reg_id, to_numpy
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 6)).astype("float32")
@@ -20,18 +20,6 @@ def frozen_model(reg):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, kernel_regularizer=reg)])
     model.compile(keras.optimizers.SGD(0.0), zero_loss)  # lr 0: the weights stay put
     return model
-
-
-def count_traces(model):
-    calls = []
-    train_step = model.train_step
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return train_step(*args, **kwargs)
-
-    model.train_step = counted
-    return calls
 
 
 SCALES = [0.0, 0.25, 0.5, 1.0, 2.0]
