@@ -23,8 +23,6 @@ from keras_reg import _keras_private as _private
 from keras_reg import rules
 
 INTEGER_MODES = ("int8", "int4")
-# The layers whose quantized kernels' layout is known (Keras 3.14 and 3.15).
-_KNOWN = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Embedding)
 
 
 def mode_of(layer):
@@ -35,17 +33,19 @@ def mode_of(layer):
 def frozen_kernels(model):
     """`{id(variable): (layer, mode)}` for the kernels a layer froze itself.
 
-    The int8 and int4 kernels of quantized Dense, EinsumDense and Embedding
-    layers, and the float kernel under a layer's LoRA factors. A float8 kernel
+    The int8 and int4 kernels of quantized layers whose layer rule knows
+    their layout (`LayerRule.quantized_kernel`: Keras' Dense, EinsumDense and
+    Embedding), and the float kernel under a layer's LoRA factors. A float8 kernel
     stays a trainable float kernel: `track="kernels"` selects it as any other.
     """
     found = {}
     for layer in _private.flatten_layers(model):
         mode = mode_of(layer)
-        integer = mode in INTEGER_MODES and isinstance(layer, _KNOWN)
+        rule = rules.rule_for(layer)
+        integer = mode in INTEGER_MODES and rule.quantized_kernel is not None
         if not (integer or getattr(layer, "lora_enabled", False)):
             continue
-        names = rules.rule_for(layer).kernel_names(layer)
+        names = (rule.quantized_kernel,) if integer else rule.kernel_names(layer)
         for variable in _private.own_variables(layer):
             if rules.weight_name(variable) in names and len(variable.shape) >= 2:
                 found[id(variable)] = (layer, mode if integer else None)
@@ -64,7 +64,7 @@ def counted_value(variable, frozen):
     if mode != "int4":
         return variable.value, False
     name = rules.weight_name(variable)
-    embedding = isinstance(layer, keras.layers.Embedding)
+    embedding = name == "embeddings"  # its int4 values are packed along the output axis
     if embedding:
         columns = layer.output_dim
     else:

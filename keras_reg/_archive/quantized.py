@@ -22,9 +22,7 @@ einsum_dense.py, embedding.py):
 
 import numpy as np
 
-# The layer classes whose stored quantized weights are known, by the name of
-# their kernel weight.
-KNOWN_CLASSES = {"Dense": "kernel", "EinsumDense": "kernel", "Embedding": "embeddings"}
+from keras_reg.rules import rule_for_config
 
 # Keras' quantized dtype policies (keras/src/dtype_policies/dtype_policy.py).
 _POLICIES = (
@@ -82,7 +80,8 @@ def stored_names(layer, names, mode, block_size):
             (`["kernel", "bias"]`).
         mode, block_size: from `layer_mode`.
     """
-    kernel = KNOWN_CLASSES.get(layer.get("class_name"))
+    rule = rule_for_config(layer)  # its `quantized_kernel`: the layout is known
+    kernel = rule.quantized_kernel if rule is not None else None
     if kernel is None or not names or names[0] != kernel:
         return None
     rest = names[1:]

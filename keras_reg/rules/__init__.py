@@ -83,11 +83,23 @@ _RNN_KERNELS = ("kernel", "recurrent_kernel")
 _WRAPS = "it wraps another layer"
 _WRAPPED = "the wrapped layer's"
 
+
+
+def _quantizable(rule, kernel):
+    """`rule`, for a layer whose `model.quantize` layout of `kernel` is known (Keras 3.14, 3.15).
+
+    keras/src/layers/core/dense.py, einsum_dense.py and embedding.py
+    (`_int8_build`, `_int4_build`); see `keras_reg._quantized`.
+    """
+    rule.quantized_kernel = kernel
+    return rule
+
+
 # Keras layer class name -> its rule. Every class in `keras.layers` is here (a test checks it),
 # so the coverage table in the docs is complete; the classes shrink cannot follow say why.
 BUILTIN = {
     # Layers that read channels through a kernel.
-    "Dense": DenseLike(),
+    "Dense": _quantizable(DenseLike(), "kernel"),
     "Conv1D": ConvLike(),
     "Conv2D": ConvLike(),
     "Conv3D": ConvLike(),
@@ -98,8 +110,8 @@ BUILTIN = {
     "SeparableConv2D": SeparableConvLike(),
     "DepthwiseConv1D": DepthwiseLike(),
     "DepthwiseConv2D": DepthwiseLike(),
-    "EinsumDense": EinsumDenseRule(),
-    "Embedding": EmbeddingRule(),
+    "EinsumDense": _quantizable(EinsumDenseRule(), "kernel"),
+    "Embedding": _quantizable(EmbeddingRule(), "embeddings"),
     "SimpleRNN": RecurrentRule(gates=1, candidate=0),
     "GRU": RecurrentRule(gates=3, candidate=2),
     "LSTM": RecurrentRule(gates=4, candidate=2),

@@ -83,6 +83,12 @@ class LayerRule:
         sublayer_constraint: the config key that holds the constraint of the
             kernels of the layer's sub-layers, which the layer builds from it
             (`MultiHeadAttention`'s `kernel_constraint`), or `None`.
+        quantized_kernel: the name of the kernel that `model.quantize("int8")`
+            or `("int4")` stores in the layout keras_reg reads (int8 as the
+            float kernel's shape; int4 two values a byte along the last axis,
+            with a zero point per sub-channel group), or `None` where the
+            layer's quantized layout is unknown: its integer kernels are then
+            not counted. Set for Keras' Dense, EinsumDense and Embedding.
     """
 
     kernels = None
@@ -92,6 +98,7 @@ class LayerRule:
     weighted = True
     note = None
     sublayer_constraint = None
+    quantized_kernel = None
     shrink = "kept whole: its channel semantics are unknown to shrink"
 
     # --- weights -------------------------------------------------------------------
