@@ -84,7 +84,6 @@ _WRAPS = "it wraps another layer"
 _WRAPPED = "the wrapped layer's"
 
 
-
 def _quantizable(rule, kernel):
     """`rule`, for a layer whose `model.quantize` layout of `kernel` is known (Keras 3.14, 3.15).
 
