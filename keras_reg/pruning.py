@@ -56,27 +56,46 @@ __all__ = [
 
 # (shift, bits) of the radix passes over a non-negative float32's 31 bits.
 _PASSES = ((21, 10), (10, 11), (0, 10))
+# From this many entries on, histograms are counted by bincount (see `_histogram`).
+_LARGE = 1 << 16
+# From this many entries on, the ties at the threshold are split only when they must be: a
+# cumulative sum costs more than a `cond` there.
+_TIES_COND = 1 << 12
+
+
+def _histogram(digits, bins, among=None):
+    """Counts of each value in `[0, bins)` among the int32 `digits` (1-D), as int32.
+
+    `among`: `None`, or a bool tensor like `digits`: only the entries where it
+    is true count. From 65,536 entries on, TensorFlow's and PyTorch's bincount
+    are faster than a segment sum (for a million, 1 ms against 10 ms on a
+    2-core CPU); below, the segment sum is. JAX's bincount needs a static
+    length, which its segment sum takes.
+    """
+    if keras.backend.backend() == "jax" or int(digits.shape[0]) < _LARGE:
+        weights = ops.ones_like(digits) if among is None else ops.cast(among, "int32")
+        return ops.segment_sum(weights, digits, num_segments=bins)
+    if among is not None:  # the others go to an extra bin, dropped
+        digits = ops.where(among, digits, bins)
+    return ops.cast(ops.bincount(digits, minlength=bins + 1)[:bins], "int32")
 
 
 def _kth_key(keys, count):
     """The `count`-th smallest of non-negative int32 `keys` (1-based; `count >= 1`).
 
-    Radix selection from the top bits: three histograms over the candidates
-    instead of a full sort (TensorFlow's sort of a 32k vector costs several
-    milliseconds on CPU; this, a fraction of one).
+    Radix selection from the top bits: three histograms of the keys' digits
+    instead of a full sort (TensorFlow's sort of a million floats costs 90 ms
+    on a 2-core CPU; this, about 4).
     """
     prefix = ops.zeros((), "int32")
     remaining = count
     for shift, bits in _PASSES:
         digit = ops.bitwise_and(ops.right_shift(keys, shift), (1 << bits) - 1)
-        if shift == _PASSES[0][0]:
-            weights = ops.ones_like(keys)
-        else:
+        among = None
+        if shift + bits < 31:  # only the keys whose higher digits are the prefix's
             high = shift + bits
-            same = ops.equal(ops.right_shift(keys, high), ops.right_shift(prefix, high))
-            weights = ops.cast(same, "int32")
-        # A static number of bins (JAX's bincount needs it concrete; segment_sum takes it).
-        hist = ops.segment_sum(weights, digit, num_segments=1 << bits)
+            among = ops.equal(ops.right_shift(keys, high), ops.right_shift(prefix, high))
+        hist = _histogram(digit, 1 << bits, among)
         before = ops.cumsum(hist) - hist
         # The digit of the wanted key: the last one with fewer than `remaining` keys before it.
         chosen = ops.sum(ops.cast(ops.less(before, remaining), "int32")) - 1
@@ -93,8 +112,16 @@ def _smallest(values, count):
     below = ops.less(keys, tau)
     at = ops.equal(keys, tau)
     need = count - ops.sum(ops.cast(below, "int32"))
-    rank_in_ties = ops.cumsum(ops.cast(at, "int32"))
-    chosen = ops.logical_or(below, ops.logical_and(at, ops.less_equal(rank_in_ties, need)))
+
+    def first_ties():  # a cumulative sum over all entries: only where ties must be split
+        rank_in_ties = ops.cumsum(ops.cast(at, "int32"))
+        return ops.logical_or(below, ops.logical_and(at, ops.less_equal(rank_in_ties, need)))
+
+    if int(values.shape[0]) >= _TIES_COND:
+        split = ops.less(need, ops.sum(ops.cast(at, "int32")))
+        chosen = ops.cond(split, first_ties, lambda: ops.logical_or(below, at))
+    else:
+        chosen = first_ties()
     return ops.logical_and(chosen, ops.greater(count, 0))
 
 

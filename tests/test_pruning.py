@@ -163,7 +163,11 @@ def test_constraint_config_round_trips():
 # --- the projection -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(7, 5, 3), (40, 30)], ids=["small", "large"])
+# Sizes on either side of the selection's switches (a `cond` on ties from 4,096 entries,
+# bincount histograms from 65,536).
+@pytest.mark.parametrize(
+    "shape", [(7, 5, 3), (40, 30), (80, 64), (300, 256)], ids=["105", "1200", "5120", "76800"]
+)
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.73, 0.9, 0.99])
 def test_magnitude_prune_matches_numpy_top_k(sparsity, shape):
     # Rounded values: many ties, which must go to the lower flat index; some exact zeros,
@@ -173,6 +177,21 @@ def test_magnitude_prune_matches_numpy_top_k(sparsity, shape):
     result = to_numpy(magnitude_prune(w, sparsity))
     np.testing.assert_array_equal(result, numpy_top_k(w, sparsity))
     assert (result == 0).sum() >= round(sparsity * w.size)
+
+
+@pytest.mark.parametrize("size", [1000, 5000, 70000])
+def test_compiled_magnitude_prune_matches_numpy_with_and_without_ties(size):
+    # Compiled as the train step compiles it (tf.function, jax.jit), the branch that splits
+    # ties at the threshold and the one that need not are both exact.
+    compiled = {
+        "tensorflow": lambda f: __import__("tensorflow").function(f),
+        "jax": lambda f: __import__("jax").jit(f),
+    }.get(keras.backend.backend(), lambda f: f)
+    prune = compiled(lambda w: magnitude_prune(w, 0.61))  # splits a run of 4 ties
+    distinct = RNG.permutation(size).astype("float32") + 1.0
+    tied = np.repeat(distinct[: size // 4], 4).astype("float32")
+    for w in (distinct, tied, -tied[::-1]):
+        np.testing.assert_array_equal(to_numpy(prune(w)), numpy_top_k(w, 0.61))
 
 
 @pytest.mark.parametrize("axis", [0, -1, 1])
