@@ -1,28 +1,35 @@
 """`make bench-tfmot`: keras_reg's pruning on Keras 3 side by side with TFMOT on tf_keras.
 
     python -m benchmarks.tfmot_compare --tfmot-python .venv-tfmot/bin/python
-    python -m benchmarks.tfmot_compare --tfmot-python ... --quick   # 1 seed, 3 epochs
+    python -m benchmarks.tfmot_compare --tfmot-python ... --quick   # 1 run, 3 epochs
 
-The same small CNN on scikit-learn's 8x8 digits (Conv2D 16 - Conv2D 32 - MaxPool -
-Dense 64 - Dense 10, Adam 1e-3, batch 32, 20 epochs), pruned with
+Accuracy: the same small CNN on scikit-learn's 8x8 digits (Conv2D 16 - Conv2D 32 -
+MaxPool - Dense 64 - Dense 10, Adam 1e-3, batch 32, 20 epochs), pruned with
 `PolynomialDecay(0, s, begin_step=0, end_step=60% of the steps, frequency=10)` at
-s = 0.5, 0.75, 0.9, and unpruned, for 3 seeds: TFMOT 0.8.1 on tf_keras (its own
+s = 0.5, 0.75, 0.9, with 2:4 sparsity (`sparsity_m_by_n=(2, 4)`), and unpruned, on
+3 stratified train/validation splits x 2 seeds: TFMOT 0.8.1 on tf_keras (its own
 virtualenv, `--tfmot-python`) and keras_reg on Keras 3 (TensorFlow backend, this
 interpreter). Both prune every Conv2D and Dense kernel, as TFMOT's
-`prune_low_magnitude(model)` does. A third run, keras_reg's "first conv and
-classifier dense", leaves the two smallest kernels (the first conv's 144 weights,
-the classifier's 640) dense and gives the two big kernels a higher target, so that
-the model has as many zeros in all as in the other runs (the same budget, and the
-same kernel sparsity up to rounding).
+`prune_low_magnitude(model)` does (with 2:4, TFMOT leaves the first conv, whose 1
+input channel makes no group of 4, dense; so does keras_reg). A third run, keras_reg's
+"first conv and classifier dense", leaves the two smallest kernels (the first conv's
+144 weights, the classifier's 640) dense and gives the two big kernels a higher
+target, so that the model has as many zeros in all as in the other runs (the same
+budget).
+
+Time: in each worker the unpruned and the pruned model train one epoch each, in
+turns, `--rounds` times (no validation inside `fit`); the ratio is the median of the
+per-round ratios, so a slow spell of the shared machine hits both sides of a ratio.
+On the digits CNN at every target, and on an MLP of 6 x Dense(1024) (batch 256, 20
+batches of made data) at 0.9, where the step is large next to the pruning. A
+"frozen" run times fine-tuning after `keras_reg.freeze_pruning` (fixed zero set).
+On the 2-core machine an unpruned MLP epoch takes either ~0.7 s or ~1.3 s from one
+epoch to the next, whatever the pruning: take its ratios over many rounds.
 
 Two long-lived worker processes, one per side, take the runs in turns, each side
-going first in turn. Accuracy: 20-epoch runs, 3 seeds. Time: in each worker the
-unpruned and the pruned model train one epoch each, in turns, `--rounds` times
-(no validation inside `fit`); the ratio is the median of the per-round ratios, so
-a slow spell of the shared machine hits both sides of a ratio.
-Sparsity is the fraction of exact zeros over all pruned kernels at the end
-(after `strip_pruning` for TFMOT, whose masked weights are non-zero between
-forward passes).
+going first in turn. Sparsity is the fraction of exact zeros over all pruned kernels
+at the end (after `strip_pruning` for TFMOT, whose masked weights are non-zero
+between forward passes).
 """
 
 import argparse
@@ -35,23 +42,41 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-TARGETS = (0.0, 0.5, 0.75, 0.9)
+# Sparsity targets; "2:4" is TFMOT's sparsity_m_by_n=(2, 4).
+TARGETS = (0.0, 0.5, 0.75, 0.9, "2:4")
 EPOCHS, BATCH, FREQUENCY = 20, 32, 10
+MLP_BATCH = 256
 
 
-def data(seed=0):
+def data(split=0, kind="cnn"):
+    """`x_train, x_val, y_train, y_val`: a split of the digits, or the MLP's made data."""
     import numpy as np
+
+    if kind == "mlp":  # timing only: 20 batches of 256 made samples of 1024 features
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(20 * MLP_BATCH, 1024)).astype("float32")
+        y = rng.integers(0, 10, size=len(x)).astype(np.int32)
+        return x, x[:MLP_BATCH], y, y[:MLP_BATCH]
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]
     return train_test_split(
-        x, digits.target.astype(np.int32), test_size=0.25, random_state=0, stratify=digits.target
+        x,
+        digits.target.astype(np.int32),
+        test_size=0.25,
+        random_state=split,
+        stratify=digits.target,
     )
 
 
-def build(keras):
+def build(keras, kind="cnn"):
+    if kind == "mlp":
+        dense = [keras.layers.Dense(1024, activation="relu") for _ in range(6)]
+        return keras.Sequential(
+            [keras.Input((1024,)), *dense, keras.layers.Dense(10, activation="softmax")]
+        )
     return keras.Sequential(
         [
             keras.Input((8, 8, 1)),
@@ -95,9 +120,17 @@ def tfmot_model(job):
     import tf_keras as keras
 
     tf.keras.utils.set_random_seed(job["seed"])
-    model = build(keras)
+    model = build(keras, job.get("kind", "cnn"))
     callbacks = []
-    if job["target"]:
+    if job["target"] == "2:4":  # the mask is m-by-n, updated at the schedule's pruning steps
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            0.0, 0.5, 0, job["end_step"], frequency=FREQUENCY
+        )
+        model = tfmot.sparsity.keras.prune_low_magnitude(
+            model, pruning_schedule=schedule, sparsity_m_by_n=(2, 4)
+        )
+        callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
+    elif job["target"]:
         schedule = tfmot.sparsity.keras.PolynomialDecay(
             0.0, job["target"], 0, job["end_step"], frequency=FREQUENCY
         )
@@ -117,8 +150,18 @@ def keras_reg_model(job):
     import keras_reg
 
     keras.utils.set_random_seed(job["seed"])
-    model = build(keras)
-    if job["target"] and job.get("variant") == "inner":
+    model = build(keras, job.get("kind", "cnn"))
+    if job["target"] == "2:4":
+        keras_reg.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+    elif job["target"] and job.get("variant") == "frozen":
+        # Fine-tuning a pruned model: its zero set fixed by freeze_pruning (TFMOT's masks).
+        keras_reg.prune_low_magnitude(model, job["target"])
+        from keras_reg.pruning import magnitude_prune, pruned_weights
+
+        for weight in pruned_weights(model):
+            weight.assign(magnitude_prune(weight, job["target"]))
+        keras_reg.freeze_pruning(model)
+    elif job["target"] and job.get("variant") == "inner":
         # The first conv (144 weights) and the classifier (640) stay dense; the two big
         # kernels take their zeros, so the model has as many zeros as in "every kernel".
         inner = [model.layers[1], model.layers[4]]
@@ -139,7 +182,7 @@ def keras_reg_model(job):
 
 
 def train(make, job):
-    x_train, x_val, y_train, y_val = data()
+    x_train, x_val, y_train, y_val = data(job["split"])
     keras, model, callbacks = make(job)
     timer = epoch_timer(keras)
     model.fit(
@@ -166,7 +209,9 @@ def timing(make, job):
     start to its end: the `fit` set-up and the first epoch's iterator warm-up, the same
     for both models, would dilute the ratio.
     """
-    x_train, y_train = data()[0], data()[2]
+    kind = job.get("kind", "cnn")
+    x_train, _, y_train, _ = data(0, kind)
+    batch = MLP_BATCH if kind == "mlp" else BATCH
     models = {
         "plain": make(dict(job, target=0.0)),
         "pruned": make(job),
@@ -179,7 +224,7 @@ def timing(make, job):
             model.fit(
                 x_train,
                 y_train,
-                batch_size=BATCH,
+                batch_size=batch,
                 epochs=2,
                 verbose=0,
                 callbacks=[timer, *callbacks],
@@ -194,6 +239,7 @@ NAMES = {
     "tfmot": "TFMOT",
     "keras_reg": "keras_reg",
     "keras_reg_inner": "keras_reg, first conv and classifier dense",
+    "keras_reg_frozen": "keras_reg, frozen (freeze_pruning, fine-tuning)",
 }
 
 
@@ -235,10 +281,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tfmot-python", help="python of the virtualenv with TFMOT and tf_keras")
     parser.add_argument("--worker", choices=("tfmot", "keras_reg"), help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs, 3 timing rounds")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 split, 1 seed, 3 epochs, 3 rounds")
+    parser.add_argument("--splits", type=int, default=3, help="train/validation splits")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per split")
     parser.add_argument("--rounds", type=int, default=10, help="timing rounds (epochs each)")
     parser.add_argument("--timing-only", action="store_true", help="skip the accuracy runs")
+    parser.add_argument("--accuracy-only", action="store_true", help="skip the timing runs")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker)
@@ -246,15 +294,23 @@ def main():
     if not args.tfmot_python:
         parser.error("--tfmot-python is required (make bench-tfmot sets it up)")
     epochs = 3 if args.quick else EPOCHS
-    seeds = 0 if args.timing_only else 1 if args.quick else args.seeds
-    rounds = 3 if args.quick else args.rounds
+    runs = (
+        []
+        if args.timing_only
+        else [
+            (split, seed)
+            for split in range(1 if args.quick else args.splits)
+            for seed in range(1 if args.quick else args.seeds)
+        ]
+    )
+    rounds = 0 if args.accuracy_only else 3 if args.quick else args.rounds
     x_train = data()[0]
     steps = -(-len(x_train) // BATCH) * epochs
     end_step = int(0.6 * steps)
     print(
         f"digits CNN, {len(x_train)} training images, {epochs} epochs x {steps // epochs} steps, "
-        f"PolynomialDecay(0, s, 0, end_step={end_step}, frequency={FREQUENCY}), {seeds} seeds, "
-        f"{rounds} timing rounds"
+        f"PolynomialDecay(0, s, 0, end_step={end_step}, frequency={FREQUENCY}), "
+        f"{len(runs)} runs (split, seed), {rounds} timing rounds"
     )
     workers = {
         "tfmot": Worker(args.tfmot_python, "tfmot"),
@@ -262,34 +318,50 @@ def main():
     }
 
     def run(side, job):
-        if side == "keras_reg_inner":
-            job = dict(job, variant="inner")
+        if side in ("keras_reg_inner", "keras_reg_frozen"):
+            job = dict(job, variant=side.removeprefix("keras_reg_"))
         return workers["tfmot" if side == "tfmot" else "keras_reg"].run(job)
 
     results, timings = {}, {}
     start = time.perf_counter()
     try:
         turn = 0
-        for seed in range(seeds):
+        for split, seed in runs:
             for target in TARGETS:
                 # Each side goes first in turn, so no side always follows the same one.
                 for side in SIDES[turn % 3 :] + SIDES[: turn % 3]:
-                    if side == "keras_reg_inner" and not target:
-                        continue  # unpruned: the same model as keras_reg's
-                    job = {"seed": seed, "target": target, "epochs": epochs, "end_step": end_step}
-                    result = results[side, target, seed] = run(side, job)
+                    if side == "keras_reg_inner" and target in (0.0, "2:4"):
+                        continue  # unpruned: the same model as keras_reg's; 2:4 has no budget
+                    job = {
+                        "split": split,
+                        "seed": seed,
+                        "target": target,
+                        "epochs": epochs,
+                        "end_step": end_step,
+                    }
+                    result = results[side, target, split, seed] = run(side, job)
                     print(
-                        f"  {side:15s} s={target:<4} seed={seed}: accuracy {result['accuracy']:.4f}"
-                        f" sparsity {result['sparsity']:.4f}",
+                        f"  {side:15s} s={target:<4} split={split} seed={seed}: accuracy "
+                        f"{result['accuracy']:.4f} sparsity {result['sparsity']:.4f}",
                         flush=True,
                     )
                 turn += 1
-        for target in TARGETS[1:]:
-            for side in SIDES[turn % 3 :] + SIDES[: turn % 3]:
-                job = {"seed": 0, "target": target, "end_step": end_step, "rounds": rounds}
-                times = timings[side, target] = run(side, job)
+        timed = [("cnn", t) for t in TARGETS[1:]] + [("mlp", 0.9)]
+        timed_sides = ("tfmot", "keras_reg", "keras_reg_frozen")
+        for kind, target in timed if rounds else ():
+            for side in timed_sides[turn % 3 :] + timed_sides[: turn % 3]:
+                if side == "keras_reg_frozen" and target != 0.9:
+                    continue
+                job = {
+                    "seed": 0,
+                    "target": target,
+                    "end_step": end_step,
+                    "rounds": rounds,
+                    "kind": kind,
+                }
+                times = timings[side, kind, target] = run(side, job)
                 print(
-                    f"  {side:15s} s={target:<4} timing: pruned/unpruned epoch "
+                    f"  {side:15s} {kind} s={target:<4} timing: pruned/unpruned epoch "
                     f"{per_round_ratio(times):.2f}x",
                     flush=True,
                 )
@@ -298,7 +370,10 @@ def main():
         for w in workers.values():
             w.close()
     print(f"({time.perf_counter() - start:.0f} s)\n")
-    print(table(results, timings, seeds, epochs))
+    if runs:
+        print(accuracy_table(results, runs, epochs))
+    if timings:
+        print(timing_table(timings))
 
 
 def per_round_ratio(times):
@@ -306,35 +381,63 @@ def per_round_ratio(times):
     return statistics.median(ratios)
 
 
-def table(results, timings, seeds, epochs):
-    def accuracy(side, target):
-        if not seeds:
-            return "-", "-"
+def accuracy_table(results, runs, epochs):
+    def cells(side, target):
         side = side if target or side == "tfmot" else "keras_reg"
-        acc = [results[side, target, seed]["accuracy"] for seed in range(seeds)]
+        done = [results[side, target, split, seed] for split, seed in runs]
+        acc = [r["accuracy"] for r in done]
         spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        sparsity = statistics.mean(results[side, target, s]["sparsity"] for s in range(seeds))
-        return f"{100 * statistics.mean(acc):.1f}% ± {100 * spread:.1f}", f"{sparsity:.4f}"
-
-    def epoch(side, target):
-        times = timings[side, target if target else 0.9]
-        ms = 1e3 * statistics.median(times["pruned" if target else "plain"])
-        ratio = f"{per_round_ratio(times):.2f}x" if target else "1.00x"
-        return f"{ms:.0f} ms", ratio
+        sparsity = statistics.mean(r["sparsity"] for r in done)
+        # Per split: the mean over its seeds, to see whether one side is ahead on every split.
+        splits = sorted({split for split, _ in runs})
+        per_split = [
+            statistics.mean(
+                results[side, target, sp, seed]["accuracy"] for s2, seed in runs if s2 == sp
+            )
+            for sp in splits
+        ]
+        return [
+            f"{100 * statistics.mean(acc):.1f}% ± {100 * spread:.1f}",
+            " / ".join(f"{100 * a:.1f}" for a in per_split),
+            f"{sparsity:.4f}",
+        ]
 
     lines = [
-        "| target | run | validation accuracy | kernel sparsity | epoch | epoch / unpruned |",
-        "|---|---|---|---|---|---|",
+        "| target | run | validation accuracy | per split | kernel sparsity |",
+        "|---|---|---|---|---|",
     ]
     for target in TARGETS:
-        for side in SIDES if target else SIDES[:2]:
-            cells = [f"{target:g}" if target else "unpruned", NAMES[side]]
-            cells += [*accuracy(side, target), *epoch(side, target)]
-            lines.append("| " + " | ".join(cells) + " |")
+        sides = SIDES if target not in (0.0, "2:4") else SIDES[:2]
+        for side in sides:
+            label = "unpruned" if not target else str(target)
+            lines.append("| " + " | ".join([label, NAMES[side], *cells(side, target)]) + " |")
+    splits = len({split for split, _ in runs})
     lines.append(
-        f"\nAccuracy: mean ± std over {seeds} seeds, {epochs} epochs. Epoch: the median of "
-        "epochs timed in turns with the same side's unpruned model (one process per side); "
-        "the ratio is the median of the per-round ratios."
+        f"\nAccuracy: mean ± std over {len(runs)} runs ({splits} train/validation splits x "
+        f"{len(runs) // splits} seeds), {epochs} epochs; per split: the mean over its seeds."
+    )
+    return "\n".join(lines)
+
+
+def timing_table(timings):
+    lines = [
+        "| model | target | run | unpruned epoch | pruned epoch | pruned / unpruned |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side, kind, target in timings:
+        times = timings[side, kind, target]
+        plain = 1e3 * statistics.median(times["plain"])
+        pruned = 1e3 * statistics.median(times["pruned"])
+        model = (
+            "digits CNN, batch 32" if kind == "cnn" else f"MLP 6 x Dense(1024), batch {MLP_BATCH}"
+        )
+        lines.append(
+            f"| {model} | {target} | {NAMES[side]} | {plain:.0f} ms | {pruned:.0f} ms | "
+            f"{per_round_ratio(times):.2f}x |"
+        )
+    lines.append(
+        "\nEpoch: the median of epochs timed in turns with the same side's unpruned model (one "
+        "process per side); the ratio is the median of the per-round ratios."
     )
     return "\n".join(lines)
 
