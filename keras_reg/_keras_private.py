@@ -31,6 +31,8 @@ compiled loss without the penalties: `max_strength`'s gradient, `regularization_
 `tests/test_keras_private.py` checks every one of them against the installed Keras.
 """
 
+import contextlib
+
 import keras
 
 # The optimizer slots that Proximal's step rules read, by optimizer family.
@@ -97,6 +99,29 @@ def scale_loss_for_distribution(value):
         if replicas > 1:
             value = keras.ops.multiply(value, keras.ops.cast(1.0 / replicas, value.dtype))
     return value
+
+
+def variables_created_eagerly():
+    """A context where a new `keras.Variable` is made at once, even inside a traced step.
+
+    TensorFlow lifts it out of the `tf.function` being traced (`tf.init_scope`,
+    public TensorFlow); PyTorch runs eagerly. JAX cannot carry a variable made
+    there through its stateless step: callers do not cache state on JAX.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.init_scope()
+    return contextlib.nullcontext()
+
+
+def under_tf_distribute():
+    """Whether a `tf.distribute` strategy is in use (always False off TensorFlow)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
 
 
 # --- layers and models --------------------------------------------------------------------

@@ -11,7 +11,10 @@ through its train step (JAX's stateless step maps the optimizer's variables;
 a mask variable of the model would be baked into the trace as a constant there)
 and which `model.save()` stores with the optimizer. So there is no mask to
 keep in sync, no callback to forget, and a model reloaded mid-schedule goes on
-exactly where it stopped.
+exactly where it stopped. On TensorFlow and PyTorch each kernel keeps one
+integer between steps, a guess at the threshold that saves the selection when
+it still splits off exactly the right number of weights (`_prune_from_guess`):
+it changes no result, only the work, and is not saved.
 """
 
 import base64
@@ -61,6 +64,7 @@ _LARGE = 1 << 16
 # From this many entries on, the ties at the threshold are split only when they must be: a
 # cumulative sum costs more than a `cond` there.
 _TIES_COND = 1 << 12
+_MAX_KEY = (1 << 31) - 1
 
 
 def _histogram(digits, bins, among=None):
@@ -107,7 +111,11 @@ def _kth_key(keys, count):
 def _smallest(values, count):
     """Bool mask of the `count` smallest entries of a 1-D float tensor; ties to lower indices."""
     # The bits of a non-negative float32 sort as its value does (NaN above inf).
-    keys = ops.view(ops.abs(ops.cast(values, "float32")), "int32")
+    return _smallest_keys(ops.view(ops.abs(ops.cast(values, "float32")), "int32"), count)
+
+
+def _smallest_keys(keys, count):
+    """Bool mask of the `count` smallest of non-negative int32 `keys`; ties to lower indices."""
     tau = _kth_key(keys, ops.maximum(count, 1))
     below = ops.less(keys, tau)
     at = ops.equal(keys, tau)
@@ -117,12 +125,44 @@ def _smallest(values, count):
         rank_in_ties = ops.cumsum(ops.cast(at, "int32"))
         return ops.logical_or(below, ops.logical_and(at, ops.less_equal(rank_in_ties, need)))
 
-    if int(values.shape[0]) >= _TIES_COND:
+    if int(keys.shape[0]) >= _TIES_COND:
         split = ops.less(need, ops.sum(ops.cast(at, "int32")))
         chosen = ops.cond(split, first_ties, lambda: ops.logical_or(below, at))
     else:
         chosen = first_ties()
     return ops.logical_and(chosen, ops.greater(count, 0))
+
+
+def _prune_from_guess(x, sparsity, guess):
+    """`magnitude_prune(x, sparsity)`, from a threshold guess kept between steps.
+
+    `guess` is an int32 variable holding a key (a magnitude's bits). When
+    exactly `round(s * n)` magnitudes are below it, they are the smallest ones
+    and no tie crosses it, so they are exactly what `magnitude_prune` zeroes:
+    a comparison and a count instead of a selection. Otherwise the selection
+    runs, and the guess becomes half the smallest kept magnitude (but above
+    every zeroed one), which the next small update of the weights rarely
+    crosses. The result is the same either way; the guess only saves work.
+    """
+    shape = tuple(int(d) for d in x.shape)
+    n = int(np.prod(shape))
+    count = ops.cast(ops.round(ops.cast(sparsity, "float32") * float(n)), "int32")
+    keys = ops.view(ops.abs(ops.cast(ops.reshape(x, (n,)), "float32")), "int32")
+    below = ops.less(keys, guess.value)
+    hit = ops.equal(ops.sum(ops.cast(below, "int32")), count)
+
+    def reuse():
+        return ops.where(ops.reshape(below, shape), ops.zeros_like(x), x)
+
+    def select():
+        remove = _smallest_keys(keys, count)
+        lowest = ops.max(ops.where(remove, keys, -1)) + 1
+        highest = ops.min(ops.where(remove, _MAX_KEY, keys))
+        # Halving a float32 subtracts 2**23 from its bits.
+        guess.assign(ops.minimum(ops.maximum(highest - (1 << 23), lowest), highest))
+        return ops.where(ops.reshape(remove, shape), ops.zeros_like(x), x)
+
+    return ops.cond(hit, reuse, select)
 
 
 def _check_axis(axis, shape, owner):
@@ -244,9 +284,12 @@ class PruneLowMagnitude(keras.constraints.Constraint):
 
     The projection is applied at every step, not only at pruning steps: this
     is projected gradient descent (iterative hard thresholding) on the k-sparse
-    set. A pruned weight gets gradients and may come back if it outgrows a kept
-    one (the count of zeros never changes between pruning steps), which
-    TFMOT's fixed masks do not allow; it needs no mask variable, so it works
+    set. Most steps it costs a comparison and a count per kernel: the last
+    threshold still splits off exactly the right number of weights, which is
+    checked (on TensorFlow and PyTorch; JAX selects at every step). A pruned
+    weight gets gradients and may come back if it outgrows a kept one (the
+    count of zeros never changes between pruning steps), which TFMOT's fixed
+    masks do not allow; it needs no mask variable, so it works
     inside JAX's stateless train step. `keras_reg.freeze_pruning` fixes the
     zero set instead (`frozen`): then every weight that was zero stays zero,
     and the others train freely.
@@ -314,6 +357,7 @@ class PruneLowMagnitude(keras.constraints.Constraint):
             self._frozen = {key: _decode_zeros(entry, owner) for key, entry in frozen.items()}
         # Variables, not constants: TensorFlow's graph holds a reference, not the mask. Made
         # here, outside any traced step; JAX reads them as constants (they never change).
+        self._guesses = {}  # weight path -> its threshold guess (see `_guess`)
         self._frozen_variables = {
             key: keras.Variable(mask, dtype="bool", trainable=False, name="frozen_zeros")
             for key, mask in (self._frozen or {}).items()
@@ -358,8 +402,33 @@ class PruneLowMagnitude(keras.constraints.Constraint):
         target = self.schedule.target(optimizer.iterations + 1)
         if self.block_size is not None:
             return block_prune(value, target, self.block_size, self.block_pooling_type)
-        # No cond for target 0: it prunes nothing, and a cond costs more than the projection.
+        guess = self._guess(w) if self.axis is None else None
+        if guess is not None:
+            return _prune_from_guess(value, target, guess)
         return magnitude_prune(value, target, self.axis)
+
+    def _guess(self, w):
+        """`w`'s threshold guess, an int32 variable made on first use, or None where none is kept.
+
+        Only work is saved by it (`_prune_from_guess`), so it is not saved with
+        the model. None on JAX (its compiled step carries no variable a
+        constraint makes) and under `tf.distribute`.
+        """
+        if (
+            not isinstance(w, keras.Variable)
+            or keras.backend.backend() == "jax"
+            or _private.under_tf_distribute()
+        ):
+            return None
+        if w.path not in self._guesses:
+            try:
+                with _private.variables_created_eagerly():
+                    self._guesses[w.path] = keras.Variable(
+                        np.int32(-1), dtype="int32", trainable=False, name="pruning_guess"
+                    )
+            except (ValueError, RuntimeError):  # e.g. inside a StatelessScope
+                self._guesses[w.path] = None
+        return self._guesses[w.path]
 
     def frozen_copy(self, zeros):
         """A frozen copy of this constraint: `zeros` maps weight names to their zero masks."""

@@ -242,6 +242,35 @@ def test_custom_loop_prunes_the_updated_weight_like_numpy(axis):
     assert int(to_numpy(optimizer.iterations)) == 12
 
 
+def test_the_threshold_guess_changes_no_weight_of_a_fit(monkeypatch):
+    """Steps that reuse the guess (TF, PyTorch) give the weights the full selection gives."""
+
+    def fit(use_guess):
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential(
+            [keras.Input((12,)), keras.layers.Dense(64, activation="relu"), keras.layers.Dense(2)]
+        )
+        schedule = keras_reg.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=30, frequency=10)
+        keras_reg.prune_low_magnitude(model, schedule)
+        if not use_guess:
+            monkeypatch.setattr(keras_reg.PruneLowMagnitude, "_guess", lambda self, w: None)
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+        model.fit(X, np.stack([Y, -Y], axis=1).astype("float32"), batch_size=8, epochs=4, verbose=0)
+        monkeypatch.undo()
+        constraint = model.layers[0].kernel.constraint
+        return [to_numpy(v.value) for v in model.weights], constraint
+
+    guessed, constraint = fit(True)
+    selected, _ = fit(False)
+    for a, b in zip(guessed, selected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    guesses = [g for g in constraint._guesses.values() if g is not None]
+    if keras.backend.backend() == "jax":
+        assert not guesses  # JAX's compiled step cannot carry it: every step selects
+    else:
+        assert len(guesses) == 2 and all(int(to_numpy(g.value)) >= 0 for g in guesses)
+
+
 # --- model.fit ------------------------------------------------------------------------
 
 FIT_SCHEDULE = dict(initial_sparsity=0.0, final_sparsity=0.8, begin_step=2, end_step=14)
