@@ -47,6 +47,7 @@ def test_without_the_rule_the_layer_is_kept_whole(example, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only(reason="example output, in a fresh process (20 s on JAX)")
 def test_the_shrunk_model_round_trips_through_keras_in_a_fresh_process(tmp_path):
     run = subprocess.run(
         [sys.executable, str(EXAMPLES / "custom_layer_rule.py"), str(tmp_path)],

@@ -174,6 +174,10 @@ def test_bad_options_and_unreachable_targets_are_value_errors():
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only(
+    reason="a plain Keras file (no keras_reg class); test_saving's fresh-process round trips "
+    "cover every backend, and a fresh JAX process costs 20 s"
+)
 def test_the_pruned_model_round_trips_through_keras_in_a_fresh_process(tmp_path):
     import subprocess
     import sys
