@@ -6,7 +6,7 @@
 #               Then the docstring examples on all three backends and the documentation
 #               site (`make doctest`, `make docs`).
 #   make demo   the main example on bundled data (.venv)
-#   make docs   the documentation site, strict: a broken link or reference fails (.venv-docs)
+#   make docs   the documentation site, strict: a broken link or reference fails (.venv)
 #   make test-keras-min  the suite on JAX against the lowest Keras that
 #               setup.cfg allows (.venv-keras-min); not part of make test (21 min on a
 #               loaded 2-core machine)
@@ -16,7 +16,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.keras_reg-installed
 JAX_VENV ?= .venv-jax
 TORCH_VENV ?= .venv-torch
-DOCS_VENV ?= .venv-docs
 # The lowest Keras that setup.cfg allows (install_requires keras>=3.14): keep the two equal.
 KERAS_MIN ?= 3.14.1
 KERAS_MIN_VENV ?= .venv-keras-min
@@ -36,7 +35,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_QUIET) --upgrade pip
-	$(PY) -m pip install $(PIP_QUIET) -e ".[tensorflow-cpu,dev]"
+	$(PY) -m pip install $(PIP_QUIET) -e ".[tensorflow-cpu,dev,docs]"
 	touch $@
 
 $(JAX_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
@@ -50,12 +49,6 @@ $(TORCH_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
 	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
 	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) "torch==$(TORCH_VERSION)"
 	$(TORCH_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[dev]"
-	touch $@
-
-$(DOCS_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
-	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
-	$(DOCS_VENV)/bin/python -m pip install $(PIP_QUIET) --upgrade pip
-	$(DOCS_VENV)/bin/python -m pip install $(PIP_QUIET) -e ".[docs]"
 	touch $@
 
 $(KERAS_MIN_VENV)/.keras_reg-installed: setup.cfg pyproject.toml
@@ -90,9 +83,10 @@ test-keras-min: $(KERAS_MIN_VENV)/.keras_reg-installed
 demo: $(STAMP)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PY) examples/feature_selection.py
 
-# mkdocstrings reads the docstrings without importing keras_reg: no backend needed.
-docs: $(DOCS_VENV)/.keras_reg-installed
-	$(DOCS_VENV)/bin/mkdocs build --strict --site-dir site
+# mkdocstrings reads the docstrings without importing keras_reg. The site's tools live in .venv
+# (a virtualenv of their own took one more install of Keras and its dependencies).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -120,5 +114,5 @@ bench-tfmot: $(STAMP) $(TFMOT_VENV)/.installed
 	$(PY) -m benchmarks.tfmot_compare --tfmot-python $(TFMOT_VENV)/bin/python
 
 clean:
-	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(KERAS_MIN_VENV) $(TFMOT_VENV) $(DOCS_VENV) \
+	rm -rf $(VENV) $(JAX_VENV) $(TORCH_VENV) $(KERAS_MIN_VENV) $(TFMOT_VENV) .venv-docs \
 		build dist *.egg-info demo_output bench_output site strength_path_output
