@@ -7,7 +7,7 @@ Accuracy: the same small CNN on scikit-learn's 8x8 digits (Conv2D 16 - Conv2D 32
 MaxPool - Dense 64 - Dense 10, Adam 1e-3, batch 32, 20 epochs), pruned with
 `PolynomialDecay(0, s, begin_step=0, end_step=60% of the steps, frequency=10)` at
 s = 0.5, 0.75, 0.9, with 2:4 sparsity (`sparsity_m_by_n=(2, 4)`), and unpruned, on
-3 stratified train/validation splits x 2 seeds: TFMOT 0.8.1 on tf_keras (its own
+3 stratified train/validation splits x 3 seeds: TFMOT 0.8.1 on tf_keras (its own
 virtualenv, `--tfmot-python`) and keras_reg on Keras 3 (TensorFlow backend, this
 interpreter). Both prune every Conv2D and Dense kernel, as TFMOT's
 `prune_low_magnitude(model)` does (with 2:4, TFMOT leaves the first conv, whose 1
@@ -283,7 +283,7 @@ def main():
     parser.add_argument("--worker", choices=("tfmot", "keras_reg"), help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="1 split, 1 seed, 3 epochs, 3 rounds")
     parser.add_argument("--splits", type=int, default=3, help="train/validation splits")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per split")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per split")
     parser.add_argument("--rounds", type=int, default=10, help="timing rounds (epochs each)")
     parser.add_argument("--timing-only", action="store_true", help="skip the accuracy runs")
     parser.add_argument("--accuracy-only", action="store_true", help="skip the timing runs")
