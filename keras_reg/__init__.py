@@ -139,18 +139,41 @@ def __getattr__(name):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'keras_reg' has no attribute {name!r}")
-    for registering in _REGISTERING:
-        _import_keras_module(registering)
     if module == "":
         value = _import_keras_module(name)
     else:
         value = getattr(_import_keras_module(module), name)
+    _register_when_ready()  # Keras is imported by now if `name` needs it
     globals()[name] = value
     return value
 
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+def _initializing_submodules():
+    """The keras_reg submodules whose import is under way (in `sys.modules`, not done)."""
+    return [
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("keras_reg.")
+        and getattr(getattr(module, "__spec__", None), "_initializing", False)
+    ]
+
+
+def _after(loader, then):
+    """Makes `loader.exec_module` call `then()` once the module has run (one shot)."""
+    exec_module = loader.exec_module
+
+    def exec_then(module):
+        try:
+            exec_module(module)
+        finally:
+            del loader.exec_module
+        then()
+
+    loader.exec_module = exec_then
 
 
 class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
@@ -160,27 +183,47 @@ class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
     the rule users know is "import keras_reg before loading". With lazy names,
     `import keras_reg` alone would register nothing; this hook keeps the rule
     true without importing Keras where it is not needed (the command line).
+
+    When Keras is first imported by a keras_reg submodule (`from
+    keras_reg.schedules import PolynomialDecay` as a program's first import),
+    registering at once would import `keras_reg.pruning`, which imports that
+    half-run submodule: the registration waits until the submodules under way
+    have finished.
     """
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
+        if fullname != "keras" and not fullname.startswith("keras_reg."):
             return None
-        _remove_hook()
-        spec = importlib.util.find_spec("keras")
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
-
-        def exec_then_register(module):
-            try:
-                exec_module(module)
-            finally:
-                del loader.exec_module
-            _register()
-
-        loader.exec_module = exec_then_register
+        spec = self._spec(fullname, path)
+        if spec is not None:
+            _after(spec.loader, lambda: _register_when_ready(fullname))
         return spec
+
+    def _spec(self, fullname, path):
+        _remove_hook()  # find the module as Python would, without this finder
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        return spec
+
+
+def _register_when_ready(done=None):
+    """Registers keras_reg's classes once Keras is loaded and no keras_reg import is under way.
+
+    `done`: the module that has just run (its import is still flagged as under way).
+    """
+    keras_module = sys.modules.get("keras")
+    if keras_module is None:
+        return
+    if done != "keras" and getattr(keras_module.__spec__, "_initializing", False):
+        return
+    if any(name != done for name in _initializing_submodules()):
+        return  # the hook calls again when each of them has run
+    _remove_hook()
+    _register()
 
 
 def _remove_hook():

@@ -122,6 +122,23 @@ def test_classes_are_registered_whichever_is_imported_first(tmp_path, keras_firs
     assert run.returncode == 0, run.stderr
 
 
+# Each of these imports Keras itself, and is imported by a module that registers classes: as a
+# program's first import, registering at once would import it half-run (an ImportError).
+@pytest.mark.tensorflow_only(reason="backend-independent import hook; slow")
+@pytest.mark.parametrize("module", ["keras_reg.schedules", "keras_reg.attach"])
+def test_a_submodule_imported_first_imports_and_registers(tmp_path, module):
+    run = run_python(
+        f"""
+        from {module} import *
+        import keras
+        for name in ["L1", "PruneLowMagnitude", "PolynomialDecay", "Proximal"]:
+            assert keras.saving.get_registered_object("keras_reg>" + name) is not None, name
+        """,
+        tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+
+
 def test_every_public_name_resolves_like_an_eager_import():
     from keras_reg import L1, Proximal, SparsityLogger, prox, sparsity_report  # noqa: F401
 
