@@ -115,6 +115,27 @@ def variables_created_eagerly():
     return contextlib.nullcontext()
 
 
+def tf_xla_compiling():
+    """Whether TensorFlow is compiling the function being traced with XLA (`jit_compile=True`).
+
+    Private TensorFlow (`tensorflow.python.ops.control_flow_util.
+    GraphOrParentsInXlaContext`); where it is missing, True, so that callers
+    take their XLA-safe path. False off TensorFlow.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return True
+    check = getattr(control_flow_util, "GraphOrParentsInXlaContext", None)
+    if check is None:
+        return True
+    return bool(check(tf.compat.v1.get_default_graph()))
+
+
 def under_tf_distribute():
     """Whether a `tf.distribute` strategy is in use (always False off TensorFlow)."""
     if keras.backend.backend() != "tensorflow":

@@ -74,9 +74,14 @@ def _histogram(digits, bins, among=None):
     is true count. From 65,536 entries on, TensorFlow's and PyTorch's bincount
     are faster than a segment sum (for a million, 1 ms against 10 ms on a
     2-core CPU); below, the segment sum is. JAX's bincount needs a static
-    length, which its segment sum takes.
+    length, which its segment sum takes, and TensorFlow's XLA compiles no
+    bincount (`jit_compile=True`, Keras' default on a GPU).
     """
-    if keras.backend.backend() == "jax" or int(digits.shape[0]) < _LARGE:
+    if (
+        int(digits.shape[0]) < _LARGE
+        or keras.backend.backend() == "jax"
+        or _private.tf_xla_compiling()  # XLA compiles no bincount; its segment sum is fast
+    ):
         weights = ops.ones_like(digits) if among is None else ops.cast(among, "int32")
         return ops.segment_sum(weights, digits, num_segments=bins)
     if among is not None:  # the others go to an extra bin, dropped

@@ -183,15 +183,19 @@ def test_magnitude_prune_matches_numpy_top_k(sparsity, shape):
 def test_compiled_magnitude_prune_matches_numpy_with_and_without_ties(size):
     # Compiled as the train step compiles it (tf.function, jax.jit), the branch that splits
     # ties at the threshold and the one that need not are both exact.
-    compiled = {
-        "tensorflow": lambda f: __import__("tensorflow").function(f),
-        "jax": lambda f: __import__("jax").jit(f),
-    }.get(keras.backend.backend(), lambda f: f)
-    prune = compiled(lambda w: magnitude_prune(w, 0.61))  # splits a run of 4 ties
+    compilers = {
+        "tensorflow": [
+            lambda f: __import__("tensorflow").function(f),
+            lambda f: __import__("tensorflow").function(f, jit_compile=True),  # XLA: no bincount
+        ],
+        "jax": [lambda f: __import__("jax").jit(f)],
+    }.get(keras.backend.backend(), [lambda f: f])
     distinct = RNG.permutation(size).astype("float32") + 1.0
     tied = np.repeat(distinct[: size // 4], 4).astype("float32")
-    for w in (distinct, tied, -tied[::-1]):
-        np.testing.assert_array_equal(to_numpy(prune(w)), numpy_top_k(w, 0.61))
+    for compiled in compilers:
+        prune = compiled(lambda w: magnitude_prune(w, 0.61))  # splits a run of 4 ties
+        for w in (distinct, tied, -tied[::-1]):
+            np.testing.assert_array_equal(to_numpy(prune(w)), numpy_top_k(w, 0.61))
 
 
 @pytest.mark.parametrize("axis", [0, -1, 1])
@@ -269,6 +273,22 @@ def test_the_threshold_guess_changes_no_weight_of_a_fit(monkeypatch):
         assert not guesses  # JAX's compiled step cannot carry it: every step selects
     else:
         assert len(guesses) == 2 and all(int(to_numpy(g.value)) >= 0 for g in guesses)
+
+
+@pytest.mark.tensorflow_only(reason="TensorFlow's XLA (jit_compile=True, Keras' default on a GPU)")
+def test_a_train_step_compiled_by_xla_prunes_to_the_schedule():
+    # A kernel of 76,800 weights: the size at which histograms use bincount, which XLA lacks.
+    model = keras.Sequential([keras.Input((300,)), keras.layers.Dense(256), keras.layers.Dense(1)])
+    schedule = keras_reg.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=6, frequency=2)
+    keras_reg.prune_low_magnitude(model, schedule)
+    model.compile(keras.optimizers.Adam(0.01), "mse", jit_compile=True)
+    x = RNG.normal(size=(64, 300)).astype("float32")
+    model.fit(x, x[:, :1], batch_size=16, epochs=2, verbose=0)  # 8 steps: past end_step
+    for kernel in pruned_weights(model):
+        value = to_numpy(kernel.value)
+        assert (value == 0).sum() == round(0.5 * value.size)
+        kept = np.abs(value[value != 0])
+        assert kept.size == value.size - round(0.5 * value.size) and kept.min() > 0
 
 
 # --- model.fit ------------------------------------------------------------------------
