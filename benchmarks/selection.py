@@ -50,18 +50,19 @@ def block(result):
 
 
 def cases(n):
-    w = keras.Variable(np.random.default_rng(0).normal(size=(n,)).astype("float32"))
-    threshold = float(np.quantile(np.abs(ops.convert_to_numpy(w.value)), 0.9))
+    # The weights are an argument, never a closed-over constant (XLA would fold the work away).
+    w = ops.convert_to_tensor(np.random.default_rng(0).normal(size=(n,)).astype("float32"))
+    threshold = float(np.quantile(np.abs(ops.convert_to_numpy(w)), 0.9))
     found = {
-        "select": compiled(lambda: magnitude_prune(w.value, 0.9)),
-        "sort": compiled(lambda: ops.sort(ops.abs(w.value))),
-        "where": compiled(lambda: ops.where(ops.abs(w.value) < threshold, 0.0, w.value)),
+        "select": compiled(lambda v: magnitude_prune(v, 0.9)),
+        "sort": compiled(lambda v: ops.sort(ops.abs(v))),
+        "where": compiled(lambda v: ops.where(ops.abs(v) < threshold, 0.0, v)),
     }
     if keras.backend.backend() != "jax":
         guess = keras.Variable(np.int32(-1), dtype="int32", trainable=False)
-        _prune_from_guess(w.value, 0.9, guess)  # sets the guess: later calls reuse it
-        found["guess"] = compiled(lambda: _prune_from_guess(w.value, 0.9, guess))
-    return {name: (lambda f=f: block(f())) for name, f in found.items()}
+        _prune_from_guess(w, 0.9, guess)  # sets the guess: later calls reuse it
+        found["guess"] = compiled(lambda v: _prune_from_guess(v, 0.9, guess))
+    return {name: (lambda f=f: block(f(w))) for name, f in found.items()}
 
 
 def main():
