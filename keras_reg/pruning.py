@@ -18,6 +18,7 @@ it changes no result, only the work, and is not saved.
 """
 
 import base64
+import math
 import warnings
 
 import keras
@@ -37,6 +38,7 @@ from keras_reg._validation import (
 )
 from keras_reg.attach import graph_layers, layer_filter
 from keras_reg.patterns import (
+    _keys,
     block_prune,
     check_block_size,
     check_m_by_n,
@@ -115,8 +117,14 @@ def _kth_key(keys, count):
 
 def _smallest(values, count):
     """Bool mask of the `count` smallest entries of a 1-D float tensor; ties to lower indices."""
-    # The bits of a non-negative float32 sort as its value does (NaN above inf).
-    return _smallest_keys(ops.view(ops.abs(ops.cast(values, "float32")), "int32"), count)
+    return _smallest_keys(_keys(values), count)
+
+
+def _flat_keys(x, sparsity):
+    """`(keys, count)`: `x`'s magnitudes as flat int32 keys, and the `round(s * n)` to zero."""
+    n = math.prod(int(d) for d in x.shape)
+    count = ops.cast(ops.round(ops.cast(sparsity, "float32") * float(n)), "int32")
+    return _keys(ops.reshape(x, (n,))), count
 
 
 def _smallest_keys(keys, count):
@@ -150,9 +158,7 @@ def _prune_from_guess(x, sparsity, guess):
     crosses. The result is the same either way; the guess only saves work.
     """
     shape = tuple(int(d) for d in x.shape)
-    n = int(np.prod(shape))
-    count = ops.cast(ops.round(ops.cast(sparsity, "float32") * float(n)), "int32")
-    keys = ops.view(ops.abs(ops.cast(ops.reshape(x, (n,)), "float32")), "int32")
+    keys, count = _flat_keys(x, sparsity)
     below = ops.less(keys, guess.value)
     hit = ops.equal(ops.sum(ops.cast(below, "int32")), count)
 
@@ -210,12 +216,8 @@ def magnitude_prune(x, sparsity, axis=None):
     shape = tuple(int(d) for d in x.shape)
     sparsity = ops.cast(sparsity, "float32")
     if axis is None:
-        n = 1
-        for d in shape:
-            n *= d
-        count = ops.cast(ops.round(sparsity * float(n)), "int32")
-        magnitudes = ops.reshape(ops.abs(ops.cast(x, "float32")), (n,))
-        remove = ops.reshape(_smallest(magnitudes, count), shape)
+        keys, count = _flat_keys(x, sparsity)
+        remove = ops.reshape(_smallest_keys(keys, count), shape)
     else:
         axis = _check_axis(axis, shape, "magnitude_prune")
         others = tuple(a for a in range(len(shape)) if a != axis)
@@ -360,9 +362,9 @@ class PruneLowMagnitude(keras.constraints.Constraint):
             if not isinstance(frozen, dict) or not frozen:
                 _fail("frozen", owner, "None or a non-empty dict (see freeze_pruning)", frozen)
             self._frozen = {key: _decode_zeros(entry, owner) for key, entry in frozen.items()}
+        self._guesses = {}  # weight path -> its threshold guess (see `_guess`)
         # Variables, not constants: TensorFlow's graph holds a reference, not the mask. Made
         # here, outside any traced step; JAX reads them as constants (they never change).
-        self._guesses = {}  # weight path -> its threshold guess (see `_guess`)
         self._frozen_variables = {
             key: keras.Variable(mask, dtype="bool", trainable=False, name="frozen_zeros")
             for key, mask in (self._frozen or {}).items()

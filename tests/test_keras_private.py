@@ -133,3 +133,16 @@ def test_slots_present_use_adams_own_step():
         variable.regularizer = keras_reg.L1(0.1)
         proximal.build([variable])
     assert proximal._rule is opt_module._adam
+
+
+@pytest.mark.tensorflow_only(reason="TensorFlow's XLA, read through a private TensorFlow function")
+def test_xla_is_detected_by_this_tensorflow_not_by_the_fallback():
+    # The fallback answers True everywhere; this TensorFlow must tell the three apart.
+    import tensorflow as tf
+
+    def inside():
+        return tf.constant(private.tf_xla_compiling())
+
+    assert not private.tf_xla_compiling()
+    assert not bool(tf.function(inside)())
+    assert bool(tf.function(inside, jit_compile=True)())
