@@ -109,24 +109,26 @@ def m_by_n_prune(x, m_by_n=(2, 4)):
             f"Received: a tensor of shape {shape}"
         )
     width = shape[-2]
-    rows = math.prod(shape) // width
     blocks = -(-width // n)
-    keys = ops.reshape(ops.moveaxis(_keys(x), -2, -1), (rows, width))
+    keys = _keys(x)
     if blocks * n != width:
-        keys = ops.pad(keys, ((0, 0), (0, blocks * n - width)))
-    keys = ops.reshape(keys, (rows * blocks, n))
-    # Rank of each weight in its block, largest first, ties to the lower index: one
-    # comparison per position (n is small), no sort and no n x n temporary.
-    rank = ops.zeros_like(keys)
-    for j in range(n):
-        other = keys[:, j : j + 1]
-        above = ops.greater(other, keys)
-        if j < n - 1:
-            later = np.arange(n) > j  # the weights after j lose a tie to j
-            above = ops.logical_or(above, ops.logical_and(ops.equal(other, keys), later))
-        rank = rank + ops.cast(above, "int32")
-    remove = ops.reshape(ops.greater_equal(rank, n - m), (rows, blocks * n))[:, :width]
-    remove = ops.moveaxis(ops.reshape(remove, shape[:-2] + shape[-1:] + shape[-2:-1]), -1, -2)
+        pad = [(0, 0)] * len(shape)
+        pad[-2] = (0, blocks * n - width)
+        keys = ops.pad(keys, pad)
+    # Blocks along the input axis, in place: (..., blocks, n, outputs), no transpose.
+    keys = ops.reshape(keys, shape[:-2] + (blocks, n, shape[-1]))
+    # Rank of each weight i in its block: how many weights j beat it, j beating i when
+    # |x_j| > |x_i|, or |x_j| == |x_i| and j comes first. One broadcast comparison of the n
+    # weights with the n weights (n is small): a handful of ops whatever n is.
+    first = np.arange(n)[:, None] < np.arange(n)[None, :]  # first[j, i]: j before i
+    first = first.reshape((n, n, 1))
+    other = ops.expand_dims(keys, -2)  # [..., j, 1, :]
+    mine = ops.expand_dims(keys, -3)  # [..., 1, i, :]
+    beats = ops.where(first, ops.greater_equal(other, mine), ops.greater(other, mine))
+    rank = ops.sum(ops.cast(beats, "int32"), axis=-3)  # [..., blocks, n, outputs]
+    remove = ops.reshape(ops.greater_equal(rank, n - m), shape[:-2] + (blocks * n, shape[-1]))
+    if blocks * n != width:
+        remove = remove[..., :width, :]
     return ops.where(remove, ops.zeros_like(x), x)
 
 

@@ -100,14 +100,18 @@ ROOT = Path(__file__).parent.parent  # the subprocess imports this checkout's ke
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
 @pytest.mark.parametrize("m_by_n", [(2, 4), (3, 8)])
-def test_m_by_n_equals_tfmots_mask(kind, m_by_n):
+@pytest.mark.parametrize("ties", [False, True])
+def test_m_by_n_equals_tfmots_mask(kind, m_by_n, ties):
     keras.utils.set_random_seed(0)
     model = MODELS[kind]()
     keras_reg.prune_low_magnitude(model, sparsity_m_by_n=m_by_n)
     kernels = kernels_of(model, KERNELS)
     assert len(kernels) == (2 if kind == "lstm" else 1)
     rng = np.random.default_rng(1)
-    values = [rng.normal(size=v.shape).astype("float32") for v in kernels]
+    if ties:  # magnitudes 0, 1 and 2 only, signs mixed: most blocks break ties by position
+        values = [rng.integers(-2, 3, size=v.shape).astype("float32") for v in kernels]
+    else:
+        values = [rng.normal(size=v.shape).astype("float32") for v in kernels]
     for value, out in zip(values, project(model, kernels, values), strict=True):
         np.testing.assert_array_equal(out, value * tfmot_m_by_n_mask(value, *m_by_n))
         assert keras_reg.is_pruned_m_by_n(out, m_by_n)
