@@ -30,17 +30,14 @@ XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-# One compute thread per test process: `make test` runs four pytest processes (two of them
-# TensorFlow's workers) and the doctests side by side on a 2-core machine, and a second thread
-# per process only waits for a core. PyTorch's OpenMP threads spin while they wait: measured with
-# the three backends side by side on three test files, its suite took 170 s with its default
-# threads and 86 s with one (TensorFlow 154 s and 140 s, JAX 162 s and 158 s). TEST_THREADS=0
-# leaves each library's default.
-TEST_THREADS ?= 1
-ONE_THREAD := $(if $(filter 0,$(TEST_THREADS)),,OMP_NUM_THREADS=$(TEST_THREADS) \
-	MKL_NUM_THREADS=$(TEST_THREADS) TF_NUM_INTRAOP_THREADS=$(TEST_THREADS) \
-	XLA_FLAGS="$(XLA_FLAGS) --xla_cpu_multi_thread_eigen=false \
-	intra_op_parallelism_threads=$(TEST_THREADS)")
+# PyTorch's suite computes on one thread (OpenMP's). `make test` runs four pytest processes side
+# by side on a 2-core machine, and PyTorch's OpenMP threads spin while they wait for a core:
+# with the three backends side by side on three test files, its suite took 170 s with its
+# default threads and 86 s with one. (One thread for TensorFlow and XLA too made a fresh
+# clone's `make test` slower, 642 s -> 833 s: their tests' processes are not always busy, and a
+# second thread then finds a free core.) TORCH_TEST_THREADS=0 leaves PyTorch's default.
+TORCH_TEST_THREADS ?= 1
+ONE_THREAD := $(if $(filter 0,$(TORCH_TEST_THREADS)),,OMP_NUM_THREADS=$(TORCH_TEST_THREADS))
 
 .PHONY: test test-tf test-jax test-torch test-keras-min doctest demo docs lint format bench clean
 
@@ -75,15 +72,15 @@ test:
 
 # The docstring examples, on every backend (each imports its backend once more: ~20 s apiece).
 doctest: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-installed
-	$(ONE_THREAD) KERAS_BACKEND=tensorflow $(PY) -m pytest -q --doctest-modules keras_reg
-	$(ONE_THREAD) KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q --doctest-modules keras_reg
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
 	$(ONE_THREAD) KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
 
 test-tf: $(STAMP)
-	$(ONE_THREAD) KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) --durations=10
+	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) --durations=10
 
 test-jax: $(JAX_VENV)/.keras_reg-installed
-	$(ONE_THREAD) KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider --durations=10
+	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider --durations=10
 
 test-torch: $(TORCH_VENV)/.keras_reg-installed
 	$(ONE_THREAD) KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider --durations=10
