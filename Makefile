@@ -34,10 +34,10 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # by side on a 2-core machine, and PyTorch's OpenMP threads spin while they wait for a core:
 # with the three backends side by side on three test files, its suite took 170 s with its
 # default threads and 86 s with one. (One thread for TensorFlow and XLA too made a fresh
-# clone's `make test` slower, 642 s -> 833 s: their tests' processes are not always busy, and a
+# clone's `.ci/run` slower, 642 s -> 833 s: their tests' processes are not always busy, and a
 # second thread then finds a free core.) TORCH_TEST_THREADS=0 leaves PyTorch's default.
 TORCH_TEST_THREADS ?= 1
-ONE_THREAD := $(if $(filter 0,$(TORCH_TEST_THREADS)),,OMP_NUM_THREADS=$(TORCH_TEST_THREADS))
+TORCH_THREADS_ENV := $(if $(filter 0,$(TORCH_TEST_THREADS)),,OMP_NUM_THREADS=$(TORCH_TEST_THREADS))
 
 .PHONY: test test-tf test-jax test-torch test-keras-min doctest demo docs lint format bench clean venvs
 
@@ -80,7 +80,7 @@ test:
 doctest: $(STAMP) $(JAX_VENV)/.keras_reg-installed $(TORCH_VENV)/.keras_reg-installed
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q --doctest-modules keras_reg
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
-	$(ONE_THREAD) KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
+	$(TORCH_THREADS_ENV) KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -q -p no:cacheprovider --doctest-modules keras_reg
 
 test-tf: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest $(XDIST) --durations=10
@@ -89,7 +89,7 @@ test-jax: $(JAX_VENV)/.keras_reg-installed
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -p no:cacheprovider --durations=10
 
 test-torch: $(TORCH_VENV)/.keras_reg-installed
-	$(ONE_THREAD) KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider --durations=10
+	$(TORCH_THREADS_ENV) KERAS_BACKEND=torch $(TORCH_VENV)/bin/python -m pytest -p no:cacheprovider --durations=10
 
 test-keras-min: $(KERAS_MIN_VENV)/.keras_reg-installed
 	KERAS_BACKEND=jax $(KERAS_MIN_VENV)/bin/python -m pytest -p no:cacheprovider

@@ -6,7 +6,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # and every random initializer at every new shape, is one more compile: the suite compiles
 # thousands of small programs and runs most of them once, and LLVM's optimizations took ~40% of
 # the JAX suite's time. The programs compute the same values (within the rounding the tests'
-# tolerances allow); benchmarks, examples and `make demo` keep XLA's default level.
+# tolerances allow); benchmarks, examples and `make demo`, run outside the suite, keep XLA's
+# default level.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
