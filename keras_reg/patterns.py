@@ -73,6 +73,16 @@ def check_pooling(value, owner, name="block_pooling_type"):
     return value
 
 
+def _zeroed(remove, x):
+    """`x` with zeros where the bool `remove` is true.
+
+    The zero is a scalar of `x`'s dtype, broadcast by `where`: a `zeros_like(x)`
+    would fill a second tensor of `x`'s size first, a pass over memory that the
+    projection runs for every kernel at every step.
+    """
+    return ops.where(remove, ops.zeros((), x.dtype), x)
+
+
 def _keys(x):
     """Non-negative int32 keys that sort as `|x|` does (NaN above inf)."""
     return ops.view(ops.abs(ops.cast(x, "float32")), "int32")
@@ -129,7 +139,7 @@ def m_by_n_prune(x, m_by_n=(2, 4)):
     remove = ops.reshape(ops.greater_equal(rank, n - m), shape[:-2] + (blocks * n, shape[-1]))
     if blocks * n != width:
         remove = remove[..., :width, :]
-    return ops.where(remove, ops.zeros_like(x), x)
+    return _zeroed(remove, x)
 
 
 def _block_counts(rows, cols, block_size):
@@ -190,7 +200,7 @@ def block_prune(x, sparsity, block_size, pooling="AVG"):
 
     remove = ops.reshape(_smallest(ops.reshape(scores, (total,)), count), (row_blocks, col_blocks))
     remove = ops.repeat(ops.repeat(remove, r, axis=0), c, axis=1)[:rows, :cols]
-    return ops.where(ops.reshape(remove, shape), ops.zeros_like(x), x)
+    return _zeroed(ops.reshape(remove, shape), x)
 
 
 def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT"):

@@ -39,6 +39,7 @@ from keras_reg._validation import (
 from keras_reg.attach import graph_layers, layer_filter
 from keras_reg.patterns import (
     _keys,
+    _zeroed,
     block_prune,
     check_block_size,
     check_m_by_n,
@@ -163,7 +164,7 @@ def _prune_from_guess(x, sparsity, guess):
     hit = ops.equal(ops.sum(ops.cast(below, "int32")), count)
 
     def reuse():
-        return ops.where(ops.reshape(below, shape), ops.zeros_like(x), x)
+        return _zeroed(ops.reshape(below, shape), x)
 
     def select():
         remove = _smallest_keys(keys, count)
@@ -171,7 +172,7 @@ def _prune_from_guess(x, sparsity, guess):
         highest = ops.min(ops.where(remove, _MAX_KEY, keys))
         # Halving a float32 subtracts 2**23 from its bits.
         guess.assign(ops.minimum(ops.maximum(highest - (1 << 23), lowest), highest))
-        return ops.where(ops.reshape(remove, shape), ops.zeros_like(x), x)
+        return _zeroed(ops.reshape(remove, shape), x)
 
     return ops.cond(hit, reuse, select)
 
@@ -226,7 +227,7 @@ def magnitude_prune(x, sparsity, axis=None):
         kept_shape = [1] * len(shape)
         kept_shape[axis] = shape[axis]
         remove = ops.reshape(_smallest(squares, count), kept_shape)
-    return ops.where(remove, ops.zeros_like(x), x)
+    return _zeroed(remove, x)
 
 
 def _as_schedule(schedule, owner):
@@ -401,7 +402,7 @@ class PruneLowMagnitude(keras.constraints.Constraint):
             )
         value = w.value if isinstance(w, keras.Variable) else w
         if self._frozen is not None:
-            return ops.where(self._frozen_mask(w).value, ops.zeros_like(value), value)
+            return _zeroed(self._frozen_mask(w).value, value)
         if self.sparsity_m_by_n is not None:
             return m_by_n_prune(value, self.sparsity_m_by_n)
         if self.axis is not None:
