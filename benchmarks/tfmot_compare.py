@@ -9,7 +9,9 @@ MaxPool - Dense 64 - Dense 10, Adam 1e-3, batch 32, 20 epochs), pruned with
 s = 0.5, 0.75, 0.9, with 2:4 sparsity (`sparsity_m_by_n=(2, 4)`), and unpruned, on
 3 stratified train/validation splits x 3 seeds: TFMOT 0.8.1 on tf_keras (its own
 virtualenv, `--tfmot-python`) and keras_reg on Keras 3 (TensorFlow backend, this
-interpreter). Both prune every Conv2D and Dense kernel, as TFMOT's
+interpreter). Both sides start each run from the same weights (drawn with NumPy, Keras'
+default initializers) and see the same batches in the same order, so the runs differ
+only in how they prune. Both prune every Conv2D and Dense kernel, as TFMOT's
 `prune_low_magnitude(model)` does (with 2:4, TFMOT leaves the first conv, whose 1
 input channel makes no group of 4, dense; so does keras_reg). A third run, keras_reg's
 "first conv and classifier dense", leaves the two smallest kernels (the first conv's
@@ -121,6 +123,7 @@ def tfmot_model(job):
 
     tf.keras.utils.set_random_seed(job["seed"])
     model = build(keras, job.get("kind", "cnn"))
+    model.set_weights(initial_weights(model, job["seed"]))  # before the wrappers add theirs
     callbacks = []
     if job["target"] == "2:4":  # the mask is m-by-n, updated at the schedule's pruning steps
         schedule = tfmot.sparsity.keras.PolynomialDecay(
@@ -151,6 +154,7 @@ def keras_reg_model(job):
 
     keras.utils.set_random_seed(job["seed"])
     model = build(keras, job.get("kind", "cnn"))
+    model.set_weights(initial_weights(model, job["seed"]))
     if job["target"] == "2:4":
         keras_reg.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
     elif job["target"] and job.get("variant") == "frozen":
@@ -181,18 +185,48 @@ def keras_reg_model(job):
     return keras, model, []
 
 
+def initial_weights(model, seed):
+    """`model`'s first weights from NumPy, the same arrays on both sides: Keras' defaults
+    (Glorot-uniform kernels, zero biases), drawn from `seed`. Keras 3 and tf_keras draw
+    different weights from the same seed, which would make the sides differ before pruning.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, 2026])
+    weights = []
+    for w in model.get_weights():  # kernel, bias of each layer, in the same order on both sides
+        if w.ndim == 1:
+            weights.append(np.zeros_like(w))
+            continue
+        receptive = int(np.prod(w.shape[:-2]))
+        limit = np.sqrt(6.0 / ((w.shape[-2] + w.shape[-1]) * receptive))
+        weights.append(rng.uniform(-limit, limit, size=w.shape).astype(w.dtype))
+    return weights
+
+
 def train(make, job):
+    """One accuracy run. Both sides start from the same weights (`initial_weights`) and see
+    the same batches in the same order: each epoch's permutation comes from the seed, not
+    from the framework's shuffling. What differs is the pruning (and floating-point order).
+    """
+    import numpy as np
+
     x_train, x_val, y_train, y_val = data(job["split"])
     keras, model, callbacks = make(job)
     timer = epoch_timer(keras)
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=BATCH,
-        epochs=job["epochs"],
-        verbose=0,
-        callbacks=[timer, *callbacks],
-    )
+    order = np.random.default_rng([job["seed"], job["split"]])
+    for epoch in range(job["epochs"]):
+        batches = order.permutation(len(x_train))
+        model.fit(
+            x_train[batches],
+            y_train[batches],
+            batch_size=BATCH,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,
+            verbose=0,
+            callbacks=[timer, *callbacks],
+        )
     if make is tfmot_model and job["target"]:
         import tensorflow_model_optimization as tfmot
 
