@@ -5,10 +5,18 @@ the MACs and parameter ratios of the pruned model, the largest output difference
 original with the pruned channels zeroed (the check `prune_channels` itself runs), and the
 predict latency of the pruned model / the original, interleaved, batch 32. Goal: latency
 within 1.3x of the MACs ratio (latency ratio / MACs ratio <= 1.3).
+
+`make bench` runs it on TensorFlow, as a section of `python -m benchmarks.run`. On its own it
+runs on any backend, the table only:
+
+    KERAS_BACKEND=jax python -m benchmarks.channels
+    KERAS_BACKEND=torch python -m benchmarks.channels --quick   # the first two, batch 8
 """
 
+import argparse
 import functools
 import time
+import types
 
 import keras
 import numpy as np
@@ -84,3 +92,16 @@ def speed_up_2(cfg, log):
         )
     )
     return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the first two, batch 8, 5 rounds")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    speed_up_2(types.SimpleNamespace(quick=args.quick), print)
+    print(f"backend {keras.backend.backend()}, {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
