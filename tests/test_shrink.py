@@ -559,3 +559,32 @@ def test_a_model_that_cannot_run_on_the_sample_is_said_unchecked(monkeypatch):
     monkeypatch.setattr(shrinking, "_forward", fail)
     with pytest.warns(UserWarning, match="did not compare"):
         keras_reg.shrink(dense_chain())
+
+
+def test_the_shrunk_layers_keep_their_initializers_in_their_configs():
+    # shrink builds the new layers' weights as zeros (they are all overwritten), then puts
+    # each layer's own initializers back: the shrunk model's configs name the originals.
+    inputs = keras.Input((6, 6, 2))
+    h = L.Conv2D(
+        4,
+        3,
+        kernel_initializer="he_normal",
+        bias_initializer=keras.initializers.Constant(0.3),
+        name="conv",
+    )(inputs)
+    h = L.BatchNormalization(gamma_initializer="random_uniform", name="bn")(h)
+    h = L.Flatten()(h)
+    h = L.Dense(5, kernel_initializer="lecun_uniform", name="hidden")(h)
+    model = keras.Model(inputs, L.Dense(3, name="out")(h))
+    kernel = model.get_layer("conv").kernel
+    kernel.assign(np.concatenate([to_numpy(kernel)[..., :3], np.zeros((3, 3, 2, 1))], -1))
+    # Filter 3 is the bias alone, 0.3, and BatchNorm maps it to exactly zero.
+    set_weights(model.get_layer("bn"), moving_mean=[0, 0, 0, 0.3], beta=[0.1, 0.2, 0.3, 0.0])
+    small = keras_reg.shrink(model)
+    assert small.get_layer("conv").filters == 3
+    for name in ("conv", "bn", "hidden", "out"):
+        before, after = model.get_layer(name).get_config(), small.get_layer(name).get_config()
+        keys = [key for key in before if key.endswith("_initializer")]
+        assert keys and all(after[key] == before[key] for key in keys), name
+    x = normal(4, 6, 6, 2)
+    outputs_match(model, small, x)

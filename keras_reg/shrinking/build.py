@@ -134,6 +134,7 @@ class _Builder:
         self.pairs = []  # (old layer, new layer)
         self.new = {}  # id(old op) -> new op
         self.unpruned = []  # names of the layers whose PruneLowMagnitude was dropped
+        self.initializers = []  # (new layer, attribute, its initializer), see `_cheap_build`
 
     def _new_shape(self, tensor):
         tid = self.g.ids.of(tensor)
@@ -177,13 +178,31 @@ class _Builder:
                 self.unpruned.append(op.name)
                 config.update(dict.fromkeys(dropped))
             new = type(op).from_config(config)
+            self._cheap_build(new)
             self.pairs.append((op, new))
         else:
             new = op  # a stateless keras.ops operation
         self.new[id(op)] = new
         return new
 
+    def _cheap_build(self, layer):
+        """Builds `layer`'s weights as zeros, its own initializers put back by `assign_weights`.
+
+        Every weight of the shrunk model is overwritten with a planned value, so
+        drawing random initial values is wasted work, and on JAX each initializer
+        at a new shape compiles a program (17 of MobileNetV2's 22 s). Only the
+        layer's own public attributes are swapped, not those a layer copies into
+        sublayers it builds; the layer's config is unchanged once they are back.
+        """
+        for name, value in list(vars(layer).items()):
+            if name.endswith("_initializer") and not name.startswith("_"):
+                if isinstance(value, keras.initializers.Initializer):
+                    self.initializers.append((layer, name, value))
+                    setattr(layer, name, keras.initializers.Zeros())
+
     def assign_weights(self):
+        for layer, name, initializer in self.initializers:
+            setattr(layer, name, initializer)
         for old, new in self.pairs:
             edited = self.plan._edits.get(id(old), {}).get("weights") or {}
             before = list(old.weights)
