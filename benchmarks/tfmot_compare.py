@@ -17,7 +17,9 @@ input channel makes no group of 4, dense; so does keras_reg). A third run, keras
 "first conv and classifier dense", leaves the two smallest kernels (the first conv's
 144 weights, the classifier's 640) dense and gives the two big kernels a higher
 target, so that the model has as many zeros in all as in the other runs (the same
-budget).
+budget). A fourth, "zero set held after end_step", calls `keras_reg.freeze_pruning` once
+the schedule is over, as TFMOT holds its masks from end_step on. Each keras_reg run is
+also compared with TFMOT's run of the same split and seed (above / equal / below).
 
 Time: in each worker the unpruned and the pruned model train one epoch each, in
 turns, `--rounds` times (no validation inside `fit`); the ratio is the median of the
@@ -215,7 +217,16 @@ def train(make, job):
     keras, model, callbacks = make(job)
     timer = epoch_timer(keras)
     order = np.random.default_rng([job["seed"], job["split"]])
+    steps = -(-len(x_train) // BATCH)
+    hold_from = job["end_step"] if job.get("variant") == "frozen_end" else None
     for epoch in range(job["epochs"]):
+        if hold_from is not None and epoch * steps >= hold_from:
+            # The schedule is over: from here on the zero set is held, as TFMOT holds its
+            # masks after end_step (keras_reg.freeze_pruning).
+            import keras_reg
+
+            keras_reg.freeze_pruning(model)
+            hold_from = None
         batches = order.permutation(len(x_train))
         model.fit(
             x_train[batches],
@@ -268,11 +279,12 @@ def timing(make, job):
     return times
 
 
-SIDES = ("tfmot", "keras_reg", "keras_reg_inner")
+SIDES = ("tfmot", "keras_reg", "keras_reg_inner", "keras_reg_frozen_end")
 NAMES = {
     "tfmot": "TFMOT",
     "keras_reg": "keras_reg",
     "keras_reg_inner": "keras_reg, first conv and classifier dense",
+    "keras_reg_frozen_end": "keras_reg, zero set held after end_step (freeze_pruning)",
     "keras_reg_frozen": "keras_reg, frozen (freeze_pruning, fine-tuning)",
 }
 
@@ -352,7 +364,7 @@ def main():
     }
 
     def run(side, job):
-        if side in ("keras_reg_inner", "keras_reg_frozen"):
+        if side in ("keras_reg_inner", "keras_reg_frozen", "keras_reg_frozen_end"):
             job = dict(job, variant=side.removeprefix("keras_reg_"))
         return workers["tfmot" if side == "tfmot" else "keras_reg"].run(job)
 
@@ -363,9 +375,11 @@ def main():
         for split, seed in runs:
             for target in TARGETS:
                 # Each side goes first in turn, so no side always follows the same one.
-                for side in SIDES[turn % 3 :] + SIDES[: turn % 3]:
-                    if side == "keras_reg_inner" and target in (0.0, "2:4"):
-                        continue  # unpruned: the same model as keras_reg's; 2:4 has no budget
+                for side in SIDES[turn % len(SIDES) :] + SIDES[: turn % len(SIDES)]:
+                    if not target and side != "tfmot" and side != "keras_reg":
+                        continue  # unpruned: the same model as keras_reg's
+                    if side == "keras_reg_inner" and target == "2:4":
+                        continue  # 2:4 has no budget to move
                     job = {
                         "split": split,
                         "seed": seed,
@@ -430,25 +444,42 @@ def accuracy_table(results, runs, epochs):
             )
             for sp in splits
         ]
+        # Paired with TFMOT's run of the same split and seed (same weights, same batches).
+        paired = "—"
+        if side != "tfmot":
+            diffs = [
+                results[side, target, split, seed]["accuracy"]
+                - results["tfmot", target, split, seed]["accuracy"]
+                for split, seed in runs
+            ]
+            paired = " / ".join(
+                str(sum(1 for d in diffs if test(d)))
+                for test in (lambda d: d > 1e-9, lambda d: abs(d) <= 1e-9, lambda d: d < -1e-9)
+            )
         return [
             f"{100 * statistics.mean(acc):.1f}% ± {100 * spread:.1f}",
             " / ".join(f"{100 * a:.1f}" for a in per_split),
+            paired,
             f"{sparsity:.4f}",
         ]
 
     lines = [
-        "| target | run | validation accuracy | per split | kernel sparsity |",
-        "|---|---|---|---|---|",
+        "| target | run | validation accuracy | per split | runs above / equal / below TFMOT "
+        "| kernel sparsity |",
+        "|---|---|---|---|---|---|",
     ]
     for target in TARGETS:
-        sides = SIDES if target not in (0.0, "2:4") else SIDES[:2]
+        run_split, run_seed = runs[0]
+        sides = [side for side in SIDES if (side, target, run_split, run_seed) in results]
         for side in sides:
             label = "unpruned" if not target else str(target)
             lines.append("| " + " | ".join([label, NAMES[side], *cells(side, target)]) + " |")
     splits = len({split for split, _ in runs})
     lines.append(
         f"\nAccuracy: mean ± std over {len(runs)} runs ({splits} train/validation splits x "
-        f"{len(runs) // splits} seeds), {epochs} epochs; per split: the mean over its seeds."
+        f"{len(runs) // splits} seeds), {epochs} epochs; per split: the mean over its seeds. "
+        "Each keras_reg run is paired with TFMOT's run of the same split and seed: the same "
+        "initial weights, the same batches."
     )
     return "\n".join(lines)
 
