@@ -333,7 +333,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=10, help="timing rounds (epochs each)")
     parser.add_argument("--timing-only", action="store_true", help="skip the accuracy runs")
     parser.add_argument("--accuracy-only", action="store_true", help="skip the timing runs")
+    parser.add_argument(
+        "--targets",
+        default="0,0.5,0.75,0.9,2:4",
+        help="accuracy targets, comma-separated (0: unpruned); default: all",
+    )
     args = parser.parse_args()
+    targets = _targets(args.targets, parser)
     if args.worker:
         worker(args.worker)
         return
@@ -373,7 +379,7 @@ def main():
     try:
         turn = 0
         for split, seed in runs:
-            for target in TARGETS:
+            for target in targets:
                 # Each side goes first in turn, so no side always follows the same one.
                 for side in SIDES[turn % len(SIDES) :] + SIDES[: turn % len(SIDES)]:
                     if not target and side != "tfmot" and side != "keras_reg":
@@ -429,6 +435,21 @@ def per_round_ratio(times):
     return statistics.median(ratios)
 
 
+def _targets(text, parser):
+    chosen = []
+    for item in text.split(","):
+        item = item.strip()
+        target = (
+            "2:4" if item == "2:4" else float(item) if item.replace(".", "", 1).isdigit() else None
+        )
+        if target not in TARGETS:
+            parser.error(
+                f"--targets takes a comma-separated subset of 0,0.5,0.75,0.9,2:4; got {item!r}"
+            )
+        chosen.append(target)
+    return tuple(chosen)
+
+
 def accuracy_table(results, runs, epochs):
     def cells(side, target):
         side = side if target or side == "tfmot" else "keras_reg"
@@ -469,6 +490,8 @@ def accuracy_table(results, runs, epochs):
         "|---|---|---|---|---|---|",
     ]
     for target in TARGETS:
+        if not any(key[1] == target for key in results):
+            continue
         run_split, run_seed = runs[0]
         sides = [side for side in SIDES if (side, target, run_split, run_seed) in results]
         for side in sides:
