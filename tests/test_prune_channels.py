@@ -246,7 +246,7 @@ def test_cli_prune_mistakes_are_one_line_and_exit_2(tmp_path, capsys, extra, mes
 @pytest.mark.skipif(
     keras.backend.backend() == "jax",
     reason="JAX compiles every eagerly run op and every initializer's shape: these two take "
-    "over a minute there; `KERAS_BACKEND=jax python -m benchmarks.channels` checks all six",
+    "about a minute there; `KERAS_BACKEND=jax python -m benchmarks.channels` checks all six",
 )
 @pytest.mark.parametrize("name", ["ResNet50V2", "MobileNetV2"])
 def test_applications_at_speed_up_2(name):
