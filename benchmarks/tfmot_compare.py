@@ -370,7 +370,7 @@ def main():
     }
 
     def run(side, job):
-        if side in ("keras_reg_inner", "keras_reg_frozen", "keras_reg_frozen_end"):
+        if side not in ("tfmot", "keras_reg"):  # a keras_reg variant: "keras_reg_<variant>"
             job = dict(job, variant=side.removeprefix("keras_reg_"))
         return workers["tfmot" if side == "tfmot" else "keras_reg"].run(job)
 
@@ -382,8 +382,8 @@ def main():
             for target in targets:
                 # Each side goes first in turn, so no side always follows the same one.
                 for side in SIDES[turn % len(SIDES) :] + SIDES[: turn % len(SIDES)]:
-                    if not target and side != "tfmot" and side != "keras_reg":
-                        continue  # unpruned: the same model as keras_reg's
+                    if not target and side not in ("tfmot", "keras_reg"):
+                        continue  # unpruned: every variant is keras_reg's model
                     if side == "keras_reg_inner" and target == "2:4":
                         continue  # 2:4 has no budget to move
                     job = {
