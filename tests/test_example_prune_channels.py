@@ -4,7 +4,9 @@ TensorFlow only, as the other example tests: it trains ten models (a minute); pr
 itself is tested on every backend in test_prune_channels.py.
 """
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from helpers import load_example
 
@@ -27,6 +29,7 @@ def runs(result):
 
 
 def test_every_method_ran_on_both_models(result):
+    assert result["task"] == "digits"
     assert set(result["models"]) == {"plain", "residual"}
     for info in result["models"].values():
         methods = [r["method"] for r in info["runs"]]
@@ -85,3 +88,61 @@ def test_the_summary_table_has_every_row(result):
     assert len(rows) == 2 * len(result["speed_ups"]) * len(result["methods"])
     for entry in result["summary"]:
         assert entry["macs_ratio_max"] <= 1 / entry["speed_up"]
+
+
+def test_the_baseline_never_has_fewer_macs_than_what_it_is_compared_with(result):
+    assert result["baseline_fewer_macs"] == []
+    for info in result["models"].values():
+        for run in info["runs"]:
+            uniform = next(
+                r
+                for r in info["runs"]
+                if r["method"] == "uniform"
+                and (r["seed"], r["speed_up"]) == (run["seed"], run["speed_up"])
+            )
+            assert run["macs_after"] <= uniform["macs_after"], run["method"]
+
+
+def test_the_paired_comparison_counts_every_seed(result):
+    for entry in result["summary"]:
+        if entry["method"] == "uniform":
+            assert "against_baseline" not in entry
+            continue
+        a = entry["against_baseline"]
+        assert a["above"] + a["equal"] + a["below"] == len(result["seeds"])
+
+
+def test_the_paired_interval_is_scipys_paired_t_interval():
+    module = load_example("prune_channels_digits")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.8, 0.9, size=7)
+    other = base + rng.normal(0.0, 0.01, size=7)
+    runs = [{"seed": s, "accuracy_finetuned": a} for s, a in enumerate(other)]
+    baseline = [{"seed": s, "accuracy_finetuned": a} for s, a in enumerate(base)]
+    got = module.paired(runs, baseline)
+    want = stats.ttest_rel(100 * other, 100 * base).confidence_interval(0.95)
+    assert (got["low"], got["high"]) == pytest.approx((want.low, want.high), rel=1e-9)
+    assert got["mean"] == pytest.approx(100 * np.mean(other - base))
+    assert got["above"] == int(np.sum(other > base)) and got["below"] == int(np.sum(other < base))
+
+
+def test_the_shifted_task_places_every_digit_whole_on_the_canvas(monkeypatch):
+    module = load_example("prune_channels_digits")
+    monkeypatch.setattr(module, "NOISE", 0.0)
+    x_train, _, y_train, _ = module._common.digits(seed=0)
+    x, y = module.shifted(x_train[:50], y_train[:50], 2, np.random.default_rng(1))
+    assert x.shape == (100, module.CANVAS, module.CANVAS, 1)
+    np.testing.assert_array_equal(y, np.tile(y_train[:50], 2))
+    for image, digit in zip(x, np.tile(x_train[:50], (2, 1, 1, 1)), strict=True):
+        room = module.CANVAS - 8
+        places = [
+            (r, c)
+            for r in range(room + 1)
+            for c in range(room + 1)
+            if np.array_equal(image[r : r + 8, c : c + 8], digit)
+        ]
+        assert places, "the digit is not on the canvas"
+        r, c = places[0]
+        rest = image.copy()
+        rest[r : r + 8, c : c + 8] = 0
+        assert not rest.any()  # nothing else on the canvas
