@@ -30,7 +30,7 @@ t-interval.
 
 `--slimming`: also trains every model with an L1 penalty on the BatchNorm scales
 (`gamma_regularizer=keras_reg.L1(SLIMMING)`, network slimming's sparsity training) and compares
-global "bn_scale" pruning with uniform pruning on those models.
+global "magnitude" and "bn_scale" pruning with uniform pruning on those models.
 
 Run: `python examples/prune_channels_digits.py [--task shifted] [--seeds N] [--slimming]
 [--quick]` (--quick: one seed, speed-up 2, fewer epochs).
@@ -76,11 +76,14 @@ METHODS = (
     ("uniform", "magnitude", False),
 )
 SLIMMING_METHODS = (
+    ("slimming magnitude", "magnitude", True),
     ("slimming bn_scale", "bn_scale", True),
     ("slimming uniform", "magnitude", False),
 )
 BASELINES = {"magnitude": "uniform", "l1": "uniform", "bn_scale": "uniform", "taylor": "uniform"}
-BASELINES["slimming bn_scale"] = "slimming uniform"
+BASELINES.update(
+    {"slimming magnitude": "slimming uniform", "slimming bn_scale": "slimming uniform"}
+)
 
 
 def shifted(x, y, copies, rng):

@@ -146,3 +146,18 @@ def test_the_shifted_task_places_every_digit_whole_on_the_canvas(monkeypatch):
         rest = image.copy()
         rest[r : r + 8, c : c + 8] = 0
         assert not rest.any()  # nothing else on the canvas
+
+
+def test_slimming_puts_an_l1_penalty_on_every_batchnorm_scale_and_nothing_else():
+    module = load_example("prune_channels_digits")
+    for build in module.MODELS.values():
+        model = build(8, 0.03)
+        norms = [layer for layer in model.layers if "BatchNormalization" in type(layer).__name__]
+        assert norms
+        gammas = [np.asarray(layer.gamma) for layer in norms]
+        want = sum(0.03 * np.abs(g).sum() for g in gammas)  # scales start at 1
+        got = sum(float(np.asarray(loss)) for loss in model.losses)
+        assert got == pytest.approx(want, rel=1e-6)
+        assert len(model.losses) == len(norms)
+        assert all(layer.beta_regularizer is None for layer in norms)
+        assert not module.plain_cnn(8).losses and not module.residual_cnn(8).losses

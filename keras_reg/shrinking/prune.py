@@ -470,9 +470,12 @@ def prune_channels(
 
     Channels are ranked by `importance`, normalized per group (mean 1) so that
     wide and narrow groups compare, and pruned lowest first across all groups
-    (`global_pruning=True`, Torch-Pruning's default) or the same fraction of
-    each group. The number pruned is the smallest that brings the MACs (exactly
-    those of the returned model, from its shrink plan) to `1 / speed_up` of the
+    (`global_pruning=True`; Torch-Pruning's default is per-layer) or the same
+    fraction of each group. After sparsity training with an L1 penalty on the
+    BatchNorm scales (`gamma_regularizer=keras_reg.L1(...)`, network slimming),
+    use `importance="bn_scale"`: see the docs' "Pruning to a speed-up".
+    The number pruned is the smallest that brings the MACs (exactly those of
+    the returned model, from its shrink plan) to `1 / speed_up` of the
     original or below. Each group keeps at least one channel (`round_to`).
 
     Fine-tune the result: `small.compile(...); small.fit(...)`. Pruning in
