@@ -39,8 +39,10 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
             must have. A weight is selected when its own layer or a layer
             holding it is selected.
         weights: `"kernels"` (kernels, embeddings, depthwise, pointwise and
-            recurrent kernels), `"biases"`, or `"all"` (every weight that has a
-            regularizer slot in its layer, e.g. `gamma_regularizer`).
+            recurrent kernels), `"biases"`, `"all"` (every weight that has a
+            regularizer slot in its layer, e.g. `gamma_regularizer`), or a list
+            of weight names, such as `["gamma"]` for BatchNormalization's scales
+            only (network slimming); each name must match a weight.
         overwrite: bool. If `False` (default), weights that already have a
             regularizer are refused; if `True`, their regularizer is replaced.
 
@@ -84,10 +86,16 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
             "instance, such as keras_reg.L2(1e-4), or the name of one of Keras' own "
             f"('l1', 'l2', 'l1_l2'). Received: regularizer={given!r}"
         )
-    if weights not in ("kernels", "biases", "all"):
+    names = None
+    if isinstance(weights, (list, tuple)):
+        names = list(weights)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            names = None
+    if names is None and weights not in ("kernels", "biases", "all"):
         raise ValueError(
             "The 'weights' argument of apply_regularizer must be one of 'kernels', 'biases', "
-            f"'all'. Received: weights={weights!r}"
+            "'all', or a non-empty list of weight names such as ['gamma']. "
+            f"Received: weights={weights!r}"
         )
     if not isinstance(overwrite, bool):
         raise ValueError(
@@ -102,6 +110,15 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
             f"weights={weights!r} and layers={layers!r}: the filter matches no layer that has "
             "such weights with a regularizer slot (e.g. kernel_regularizer)."
         )
+    if names is not None:
+        found = {rules.weight_name(v) for _, _, v, _, _ in plan}
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise ValueError(
+                f"apply_regularizer found no weight named {missing} with a regularizer slot in "
+                f"the selected layers of model {model.name!r} (weights={weights!r}); the "
+                f"names it found: {sorted(found)}. Nothing was changed."
+            )
     taken = [v.path for _, _, v, _, _ in plan if v.regularizer is not None]
     if taken and not overwrite:
         raise ValueError(
@@ -157,7 +174,8 @@ def _plan(model, select, weights):
             for variable in _private.own_variables(layer):
                 name = rules.weight_name(variable)
                 wanted = (
-                    weights == "all"
+                    (isinstance(weights, (list, tuple)) and name in weights)
+                    or weights == "all"
                     or (weights == "kernels" and name in rule.kernel_names(layer))
                     or (weights == "biases" and name == "bias")
                 )

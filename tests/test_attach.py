@@ -101,6 +101,10 @@ def test_compiled_model_next_evaluate_includes_penalty():
         (dict(layers=["nope"]), r"does not have: \[.nope.\]"),
         (dict(layers=3), "'layers' argument of apply_regularizer must be"),
         (dict(weights="kernel"), "'weights' argument of apply_regularizer must be one of"),
+        (dict(weights=[]), "'weights' argument of apply_regularizer must be one of"),
+        (dict(weights=["kernel", 3]), "'weights' argument of apply_regularizer must be one of"),
+        (dict(weights=["gamma"]), "filter matches no layer that has such weights"),
+        (dict(weights=["kernel", "kernal"]), r"no weight named \['kernal'\]"),
     ],
 )
 def test_clear_errors(kwargs, message):
@@ -108,6 +112,40 @@ def test_clear_errors(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         keras_reg.apply_regularizer(**args)
+
+
+def conv_bn():
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    outputs = keras.layers.Dense(1, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.get_layer("bn").gamma.assign(np.array([0.5, -1.0, 2.0, 0.25], "float32"))
+    model.get_layer("bn").beta.assign(np.array([1.0, 1.0, -3.0, 0.0], "float32"))
+    return model
+
+
+def test_weight_names_select_one_slot_network_slimming(tmp_path):
+    """`weights=["gamma"]`: an L1 on BatchNorm scales only, as `gamma_regularizer=` puts it."""
+    model = conv_bn()
+    reg = keras_reg.L1(0.03)
+    keras_reg.apply_regularizer(
+        model,
+        reg,
+        weights=["gamma"],
+        layers=lambda layer: isinstance(layer, keras.layers.BatchNormalization),
+    )
+    assert penalized(model, reg) == [model.get_layer("bn").gamma.path]
+    assert model.get_layer("bn").beta_regularizer is None
+    assert model.get_layer("conv").kernel_regularizer is None
+    want = 0.03 * np.abs([0.5, -1.0, 2.0, 0.25]).sum()
+    assert sum(to_float(loss) for loss in model.losses) == pytest.approx(want, rel=1e-6)
+    path = tmp_path / "slim.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_layer("bn").gamma_regularizer.get_config() == reg.get_config()
+    assert loaded.get_layer("bn").beta_regularizer is None
+    assert sum(to_float(loss) for loss in loaded.losses) == pytest.approx(want, rel=1e-6)
 
 
 # --- every Keras layer that owns weights: what is reported survives save/load and clone ------
