@@ -408,7 +408,7 @@ def main(quick=False, task="digits", seeds=None, slimming=False):
                     e["method"],
                     f"{a['above']} / {a['equal']} / {a['below']}",
                     f"{a['mean']:+.2f}",
-                    f"[{a['low']:+.2f}, {a['high']:+.2f}]",
+                    f"[{a['low']:+.2f}, {a['high']:+.2f}]" if len(seeds) > 1 else "(1 seed)",
                 ]
             )
     print(
