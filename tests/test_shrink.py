@@ -451,9 +451,10 @@ def randomize(model, seed=0):
         target.assign(values)
 
 
-@pytest.mark.tensorflow_only(
-    reason="the plan is NumPy on every backend; a whole application run op by op takes minutes "
-    "on JAX's CPU dispatch (the hand-built models above cover every backend)",
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax",
+    reason="JAX compiles every eagerly run op: these two take 42 s there, 2 s on PyTorch (the "
+    "hand-built models above cover every backend)",
 )
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "ResNet50V2"])
 def test_applications_shrink_exactly(name):
