@@ -104,21 +104,22 @@ def apply_regularizer(model, regularizer, layers=None, weights="kernels", overwr
         )
     select = layer_filter(layers, model, "apply_regularizer")
     plan = _plan(model, select, weights)
+    if names is not None:
+        found = {rules.weight_name(v) for _, _, v, _, _ in plan}
+        missing = [n for n in names if n not in found]
+        if missing:
+            named = sorted({rules.weight_name(v) for _, _, v, _, _ in _plan(model, select, "all")})
+            raise ValueError(
+                f"apply_regularizer found no weight named {missing} with a regularizer slot in "
+                f"the selected layers of model {model.name!r} (weights={weights!r}). Theirs are "
+                f"named {named}. Nothing was changed."
+            )
     if not plan:
         raise ValueError(
             f"apply_regularizer found no weights to regularize in model {model.name!r} with "
             f"weights={weights!r} and layers={layers!r}: the filter matches no layer that has "
             "such weights with a regularizer slot (e.g. kernel_regularizer)."
         )
-    if names is not None:
-        found = {rules.weight_name(v) for _, _, v, _, _ in plan}
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise ValueError(
-                f"apply_regularizer found no weight named {missing} with a regularizer slot in "
-                f"the selected layers of model {model.name!r} (weights={weights!r}); the "
-                f"names it found: {sorted(found)}. Nothing was changed."
-            )
     taken = [v.path for _, _, v, _, _ in plan if v.regularizer is not None]
     if taken and not overwrite:
         raise ValueError(

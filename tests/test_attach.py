@@ -103,7 +103,7 @@ def test_compiled_model_next_evaluate_includes_penalty():
         (dict(weights="kernel"), "'weights' argument of apply_regularizer must be one of"),
         (dict(weights=[]), "'weights' argument of apply_regularizer must be one of"),
         (dict(weights=["kernel", 3]), "'weights' argument of apply_regularizer must be one of"),
-        (dict(weights=["gamma"]), "filter matches no layer that has such weights"),
+        (dict(weights=["gamma"]), r"no weight named \['gamma'\].*named \['bias', 'kernel'\]"),
         (dict(weights=["kernel", "kernal"]), r"no weight named \['kernal'\]"),
     ],
 )
