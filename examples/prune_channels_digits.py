@@ -80,10 +80,6 @@ SLIMMING_METHODS = (
     ("slimming bn_scale", "bn_scale", True),
     ("slimming uniform", "magnitude", False),
 )
-BASELINES = {"magnitude": "uniform", "l1": "uniform", "bn_scale": "uniform", "taylor": "uniform"}
-BASELINES.update(
-    {"slimming magnitude": "slimming uniform", "slimming bn_scale": "slimming uniform"}
-)
 
 
 def shifted(x, y, copies, rng):
@@ -196,9 +192,7 @@ def prune_and_finetune(model, data, seed, speed_up, method, finetune_epochs, tar
     small = keras_reg.prune_channels(model, asked, **options)
     prune_seconds = time.perf_counter() - start
     pruned_accuracy = accuracy(small, x_val, y_val)
-    keras.utils.set_random_seed(seed)
-    compile_model(small, finetune_epochs, len(x_train))
-    small.fit(x_train, y_train, batch_size=BATCH, epochs=finetune_epochs, verbose=0)
+    fit(small, data, finetune_epochs, seed)
     return {
         "seed": seed,
         "speed_up": speed_up,
@@ -214,12 +208,19 @@ def prune_and_finetune(model, data, seed, speed_up, method, finetune_epochs, tar
     }
 
 
-def train(build, data, seed, epochs, size, gamma_l1=0.0):
+def fit(model, data, epochs, seed=None):
+    """Compiles `model` afresh and trains it for `epochs` (after seeding, if `seed` is given)."""
     x_train, _, y_train, _ = data
-    keras.utils.set_random_seed(seed)
-    model = build(size, gamma_l1)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
     compile_model(model, epochs, len(x_train))
     model.fit(x_train, y_train, batch_size=BATCH, epochs=epochs, verbose=0)
+
+
+def train(build, data, seed, epochs, size, gamma_l1=0.0):
+    keras.utils.set_random_seed(seed)
+    model = build(size, gamma_l1)
+    fit(model, data, epochs)
     return model
 
 
@@ -233,6 +234,7 @@ def prune_all(model, data, seed, speed_ups, methods, finetune_epochs):
             run = prune_and_finetune(
                 model, data, seed, speed_up, method, finetune_epochs, first["macs_after"]
             )
+            run["baseline"], run["baseline_macs"] = baseline[0], first["macs_after"]
             runs.append(run)
         runs.append(first)
     return runs
@@ -307,9 +309,7 @@ def main(quick=False, task="digits", seeds=None, slimming=False):
                 info["macs"], info["params"] = macs(model), model.count_params()
                 info["runs"] += prune_all(model, data, seed, speed_ups, arm, finetune_epochs)
                 # The reference for the fine-tuned columns: the unpruned model, same fine-tuning.
-                keras.utils.set_random_seed(seed)
-                compile_model(model, finetune_epochs, len(x_train))
-                model.fit(x_train, y_train, batch_size=BATCH, epochs=finetune_epochs, verbose=0)
+                fit(model, data, finetune_epochs, seed)
                 info[f"{key}_tuned"].append(accuracy(model, x_val, y_val))
         result["models"][name] = info
         line = (
@@ -325,14 +325,7 @@ def main(quick=False, task="digits", seeds=None, slimming=False):
         (name, r["seed"], r["speed_up"], r["method"])
         for name, info in result["models"].items()
         for r in info["runs"]
-        if r["method"] in BASELINES
-        and next(
-            b
-            for b in info["runs"]
-            if (b["seed"], b["speed_up"], b["method"])
-            == (r["seed"], r["speed_up"], BASELINES[r["method"]])
-        )["macs_after"]
-        < r["macs_after"]
+        if "baseline" in r and r["baseline_macs"] < r["macs_after"]
     ]
 
     rows, summary = [], []
@@ -356,11 +349,11 @@ def main(quick=False, task="digits", seeds=None, slimming=False):
                     "unpruned": unpruned,
                     "unpruned_tuned": unpruned_tuned,
                 }
-                if label in BASELINES:
+                if "baseline" in runs[0]:
                     base = [
                         r
                         for r in info["runs"]
-                        if r["speed_up"] == speed_up and r["method"] == BASELINES[label]
+                        if r["speed_up"] == speed_up and r["method"] == runs[0]["baseline"]
                     ]
                     entry["against_baseline"] = paired(runs, base)
                 summary.append(entry)
