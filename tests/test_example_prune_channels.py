@@ -161,3 +161,11 @@ def test_slimming_puts_an_l1_penalty_on_every_batchnorm_scale_and_nothing_else()
         assert len(model.losses) == len(norms)
         assert all(layer.beta_regularizer is None for layer in norms)
         assert not module.plain_cnn(8).losses and not module.residual_cnn(8).losses
+
+
+def test_an_unknown_task_is_a_clear_error():
+    module = load_example("prune_channels_digits")
+    with pytest.raises(
+        ValueError, match=r"task must be 'digits' or 'shifted'. Received: task='mnist'"
+    ):
+        module.main(task="mnist")
